@@ -1,0 +1,1 @@
+"""Explanations for attention captioners (chapters 5–8)."""
