@@ -229,8 +229,9 @@ class _HeadMask(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[no-untyped-def, override]
-        mask = torch.zeros(grad_output.shape[ctx.head_dim], dtype=grad_output.dtype,
-                           device=grad_output.device)
+        mask = torch.zeros(
+            grad_output.shape[ctx.head_dim], dtype=grad_output.dtype, device=grad_output.device
+        )
         mask[ctx.head] = 1
         shape = [1] * grad_output.dim()
         shape[ctx.head_dim] = -1

@@ -1,0 +1,62 @@
+"""Captioning a whole split from cached features (chapter 3).
+
+`caption_features` runs greedy decoding (beam 1) or beam search over a split's encoder
+features in batches and returns readable captions with the trailing "bad endings" removed,
+ready for `captionlib.evaluate.captions.score_captions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from captionlib.data.vocab import Vocabulary
+from captionlib.models.base import Captioner
+from captionlib.models.decoding import DecodedCaption, beam_search, greedy, remove_bad_endings
+
+
+def decode_features(
+    model: Captioner,
+    features: Tensor,
+    vocab: Vocabulary,
+    beam_size: int = 3,
+    max_length: int = 16,
+    batch_size: int = 100,
+) -> list[DecodedCaption]:
+    """Decode every row of features (num_images, N, C); beam 1 is greedy decoding."""
+    decoded: list[DecodedCaption] = []
+    with torch.no_grad():
+        for chunk in features.split(batch_size):
+            if beam_size == 1:
+                decoded += greedy(model, chunk, Vocabulary.START_ID, Vocabulary.END_ID, max_length)
+            else:
+                decoded += beam_search(
+                    model, chunk, Vocabulary.START_ID, Vocabulary.END_ID, beam_size, max_length
+                )
+    return decoded
+
+
+def caption_text(caption: DecodedCaption, vocab: Vocabulary) -> str:
+    """The caption's words with trailing bad endings removed, joined by spaces."""
+    words = [vocab.id_to_word(token) for token in caption.token_ids]
+    return " ".join(remove_bad_endings(words))
+
+
+def caption_features(
+    model: Captioner,
+    features: Tensor,
+    image_ids: Sequence[int],
+    vocab: Vocabulary,
+    beam_size: int = 3,
+    max_length: int = 16,
+) -> dict[int, str]:
+    """image id → caption text for every row of features (num_images, N, C)."""
+    if len(image_ids) != features.shape[0]:
+        raise ValueError(f"got {len(image_ids)} image ids for {features.shape[0]} rows of features")
+    decoded = decode_features(model, features, vocab, beam_size, max_length)
+    return {
+        int(image_id): caption_text(caption, vocab)
+        for image_id, caption in zip(image_ids, decoded, strict=True)
+    }

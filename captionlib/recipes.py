@@ -1,0 +1,332 @@
+"""The book's standard data, encoder and captioners: build once, then load (chapters 1–4).
+
+Every function here is build-or-load through the artifact cache (`captionlib.artifacts`): the
+first call trains and stores the artifact under data/cache/, later calls (and later chapters)
+load it. The cache key is the full config, including the configs of everything upstream, so
+changing the data or the encoder retrains what depends on them and nothing else.
+
+    splits = recipes.shapeworld_splits()
+    encoder = recipes.pretrained_encoder()
+    captioner = recipes.trained_captioner("adaptive")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from tqdm.auto import tqdm
+
+from captionlib.artifacts import cached
+from captionlib.checkpoints import load_checkpoint, save_checkpoint
+from captionlib.data.coco import (
+    CaptionDataset,
+    CocoSplit,
+    caption_loader,
+    category_names,
+    load_coco_split,
+    load_image,
+    objects_in_image,
+)
+from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld
+from captionlib.data.vocab import Vocabulary
+from captionlib.models.adaptive import AdaptiveAttentionCaptioner
+from captionlib.models.base import Captioner
+from captionlib.models.encoder import MultiLabelHead, SmallVGG, to_grid
+from captionlib.models.multihead import MultiHeadCaptioner
+from captionlib.train import (
+    CaptionTrainConfig,
+    EncoderTrainConfig,
+    TrainHistory,
+    pretrain_encoder,
+    train_captioner,
+)
+from captionlib.utils import seed_everything
+
+SPLIT_NAMES = ("train", "val", "test", "shifted")
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for real COCO with VGG16
+IMAGE_STD = (0.229, 0.224, 0.225)
+MIN_WORD_COUNT = 3
+MAX_CAPTION_LENGTH = 20
+CAPTIONERS: dict[str, type[Captioner]] = {
+    "adaptive": AdaptiveAttentionCaptioner,
+    "multihead": MultiHeadCaptioner,
+}
+CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
+    "adaptive": {"embed_dim": 128, "hidden_dim": 192, "attention_dim": 128, "dropout": 0.5},
+    "multihead": {"embed_dim": 128, "hidden_dim": 192, "heads": 8, "head_dim": 24, "dropout": 0.3},
+}
+ENCODER = {"channels": [32, 64, 128], "convs_per_block": 2, "in_size": 112}
+ENCODER_TRAINING = EncoderTrainConfig(epochs=4, batch_size=64, lr=2e-3)
+CAPTION_TRAINING = CaptionTrainConfig(epochs=6, batch_size=64, val_beam_size=1, max_length=16)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def shapeworld_config() -> ShapeWorldConfig:
+    """The book's ShapeWorld configuration (chapter 1)."""
+    return ShapeWorldConfig()
+
+
+def _data_key() -> dict[str, Any]:
+    return {"shapeworld": asdict(shapeworld_config())}
+
+
+@cache
+def shapeworld_splits() -> dict[str, CocoSplit]:
+    """The four ShapeWorld splits (train, val, test, shifted), generated on first use."""
+    folder = ensure_shapeworld(shapeworld_config())
+    return {
+        name: load_coco_split(
+            folder / f"captions_{name}.json",
+            folder / "images",
+            folder / f"instances_{name}.json",
+        )
+        for name in SPLIT_NAMES
+    }
+
+
+@cache
+def vocabulary() -> Vocabulary:
+    """The vocabulary of the training captions (words seen at least MIN_WORD_COUNT times)."""
+    train = shapeworld_splits()["train"]
+    return Vocabulary.build(
+        (caption for captions in train.captions for caption in captions), MIN_WORD_COUNT
+    )
+
+
+def load_images(split: CocoSplit, progress: bool = False) -> torch.Tensor:
+    """All images of a split as uint8 (num_images, 3, H, W), in image-index order."""
+    arrays = [
+        np.asarray(load_image(path))
+        for path in tqdm(split.file_paths, desc="images", disable=not progress)
+    ]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float (B, 3, H, W) normalised with IMAGE_MEAN / IMAGE_STD."""
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return (images_uint8.float() / 255.0 - mean) / std
+
+
+def multilabel_targets(split: CocoSplit) -> torch.Tensor:
+    """(num_images, num_categories) 0/1 targets: which categories each image contains."""
+    names = category_names(split)
+    targets = torch.zeros(len(split), len(names))
+    for index, image_id in enumerate(split.image_ids):
+        for name in objects_in_image(split, image_id):
+            targets[index, names.index(name)] = 1.0
+    return targets
+
+
+# --- encoder ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainedEncoder:
+    """The frozen encoder, its pretraining head and its training history (chapter 2)."""
+
+    encoder: SmallVGG
+    head: MultiLabelHead
+    history: TrainHistory
+    folder: Path
+
+
+def _encoder_key() -> dict[str, Any]:
+    return {**_data_key(), "encoder": ENCODER, "training": asdict(ENCODER_TRAINING)}
+
+
+def _mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    present = targets.sum(0) > 0
+    return float(
+        average_precision_score(
+            targets[:, present].numpy(), scores[:, present].numpy(), average="macro"
+        )
+    )
+
+
+@torch.no_grad()
+def classify(encoder: SmallVGG, head: MultiLabelHead, images_uint8: torch.Tensor) -> torch.Tensor:
+    """Multi-label logits (num_images, num_categories) for uint8 images, in batches of 128."""
+    encoder.eval()
+    head.eval()
+    return torch.cat([head(encoder(normalize(chunk))) for chunk in images_uint8.split(128)], dim=0)
+
+
+def pretrained_encoder(progress: bool = True) -> PretrainedEncoder:
+    """Build-or-load the encoder pretrained on multi-label object classification."""
+    key = _encoder_key()
+
+    def build(folder: Path) -> None:
+        seed_everything(ENCODER_TRAINING.seed)
+        splits = shapeworld_splits()
+        train_images, val_images = load_images(splits["train"]), load_images(splits["val"])
+        train_targets, val_targets = (
+            multilabel_targets(splits["train"]),
+            multilabel_targets(splits["val"]),
+        )
+        encoder = SmallVGG(**ENCODER)
+        head = MultiLabelHead(encoder.out_channels, train_targets.shape[1])
+
+        def batches(epoch: int):
+            order = torch.randperm(
+                len(train_images), generator=torch.Generator().manual_seed(epoch)
+            )
+            for indices in order.split(ENCODER_TRAINING.batch_size):
+                images = train_images[indices]
+                if torch.rand((), generator=torch.Generator().manual_seed(int(indices[0]))) < 0.5:
+                    images = images.flip(-1)  # horizontal flips: scenes are left-right symmetric
+                yield normalize(images), train_targets[indices]
+
+        def evaluate(encoder_: SmallVGG, head_: MultiLabelHead) -> float:
+            return _mean_average_precision(classify(encoder_, head_, val_images), val_targets)
+
+        history = pretrain_encoder(
+            encoder, head, batches, evaluate, ENCODER_TRAINING, progress=progress
+        )
+        save_checkpoint(folder / "encoder.pt", encoder.state_dict(), encoder.config())
+        save_checkpoint(folder / "head.pt", head.state_dict(), {"classes": head_classes(head)})
+        (folder / "history.json").write_text(json.dumps(history.as_dict()))
+
+    folder = cached("encoder", key, build)
+    encoder = SmallVGG(**ENCODER)
+    encoder.load_state_dict(load_checkpoint(folder / "encoder.pt", encoder.config())["state_dict"])
+    head_payload = load_checkpoint(folder / "head.pt")
+    head = MultiLabelHead(encoder.out_channels, head_payload["config"]["classes"])
+    head.load_state_dict(head_payload["state_dict"])
+    encoder.eval()
+    head.eval()
+    for parameter in [*encoder.parameters(), *head.parameters()]:
+        parameter.requires_grad_(False)
+    history = TrainHistory(**json.loads((folder / "history.json").read_text()))
+    return PretrainedEncoder(encoder, head, history, folder)
+
+
+def head_classes(head: MultiLabelHead) -> int:
+    """Number of classes of a multi-label head."""
+    return int(head.classifier.out_features)
+
+
+@torch.no_grad()
+def extract_features(encoder: SmallVGG, images_uint8: torch.Tensor) -> torch.Tensor:
+    """Encoder grid features (num_images, N, C) for uint8 images, in batches of 128."""
+    encoder.eval()
+    return torch.cat([to_grid(encoder(normalize(chunk))) for chunk in images_uint8.split(128)])
+
+
+def encoder_features(split_name: str, progress: bool = True) -> torch.Tensor:
+    """Build-or-load the frozen encoder's features of a split, (num_images, N, C) float32."""
+    if split_name not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split_name!r}")
+    key = {**_encoder_key(), "features": "grid-float16"}
+
+    def build(folder: Path) -> None:
+        encoder = pretrained_encoder(progress=progress).encoder
+        for name, split in shapeworld_splits().items():
+            features = extract_features(encoder, load_images(split, progress=progress))
+            torch.save(features.half(), folder / f"features_{name}.pt")
+
+    folder = cached("features", key, build)
+    return torch.load(folder / f"features_{split_name}.pt", weights_only=True).float()
+
+
+# --- captioners ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedCaptioner:
+    """A trained captioner with its vocabulary and training history (chapters 3–4)."""
+
+    model: Captioner
+    vocabulary: Vocabulary
+    history: TrainHistory
+    kind: str
+    folder: Path
+
+
+def captioner_key(kind: str, seed: int = 0) -> dict[str, Any]:
+    """The artifact key of the book's captioner `kind` trained with `seed`."""
+    if kind not in CAPTIONERS:
+        raise ValueError(f"captioner kind must be one of {sorted(CAPTIONERS)}, got {kind!r}")
+    training = asdict(CAPTION_TRAINING) | {"seed": seed}
+    return {
+        **_encoder_key(),
+        "vocabulary": {"min_count": MIN_WORD_COUNT, "max_length": MAX_CAPTION_LENGTH},
+        "captioner": kind,
+        "sizes": CAPTIONER_SIZES[kind],
+        "caption_training": training,
+    }
+
+
+def new_captioner(kind: str, vocab_size: int, feature_dim: int) -> Captioner:
+    """A freshly initialised captioner of the book's size."""
+    return CAPTIONERS[kind](vocab_size=vocab_size, feature_dim=feature_dim, **CAPTIONER_SIZES[kind])
+
+
+def trained_captioner(kind: str, seed: int = 0, progress: bool = True) -> TrainedCaptioner:
+    """Build-or-load the book's captioner `kind` ("adaptive" or "multihead")."""
+    from captionlib.evaluate.captions import score_captions
+    from captionlib.generate import caption_features
+
+    key = captioner_key(kind, seed)
+    vocab = vocabulary()
+    config = CaptionTrainConfig(
+        **(key["caption_training"] | {"betas": tuple(CAPTION_TRAINING.betas)})
+    )
+
+    def build(folder: Path) -> None:
+        seed_everything(seed)
+        splits = shapeworld_splits()
+        train_features = encoder_features("train", progress=progress)
+        val_features = encoder_features("val", progress=progress)
+        dataset = CaptionDataset(
+            splits["train"], vocab, features=train_features, max_length=MAX_CAPTION_LENGTH
+        )
+        model = new_captioner(kind, len(vocab), train_features.shape[-1])
+        val_references = {
+            image_id: captions
+            for image_id, captions in zip(
+                splits["val"].image_ids, splits["val"].captions, strict=True
+            )
+        }
+
+        def batches(epoch: int):
+            return caption_loader(
+                dataset, config.batch_size, shuffle=True, seed=seed * 1000 + epoch
+            )
+
+        def validate(model_: Captioner) -> float:
+            predictions = caption_features(
+                model_,
+                val_features,
+                splits["val"].image_ids,
+                vocab,
+                beam_size=config.val_beam_size,
+                max_length=config.max_length,
+            )
+            return score_captions(
+                predictions, val_references, metrics=("CIDEr",), tokenizer="simple"
+            )["CIDEr"]
+
+        history = train_captioner(
+            model, batches, validate, config, checkpoint_path=None, progress=progress
+        )
+        save_checkpoint(folder / "captioner.pt", model.state_dict(), model.config(), vocab.words)
+        (folder / "history.json").write_text(json.dumps(history.as_dict()))
+
+    folder = cached(f"captioner-{kind}", key, build)
+    model = new_captioner(kind, len(vocab), ENCODER["channels"][-1])
+    payload = load_checkpoint(folder / "captioner.pt", model.config(), vocab.words)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    history = TrainHistory(**json.loads((folder / "history.json").read_text()))
+    return TrainedCaptioner(model, vocab, history, kind, folder)
