@@ -50,6 +50,7 @@ from captionlib.train import (
 from captionlib.utils import seed_everything
 
 SPLIT_NAMES = ("train", "val", "test", "shifted")
+RECIPE_VERSION = 2  # bump when training code changes in a way the configs below do not show
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for real COCO with VGG16
 IMAGE_STD = (0.229, 0.224, 0.225)
 MIN_WORD_COUNT = 3
@@ -59,12 +60,12 @@ CAPTIONERS: dict[str, type[Captioner]] = {
     "multihead": MultiHeadCaptioner,
 }
 CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
-    "adaptive": {"embed_dim": 128, "hidden_dim": 192, "attention_dim": 128, "dropout": 0.5},
-    "multihead": {"embed_dim": 128, "hidden_dim": 192, "heads": 8, "head_dim": 24, "dropout": 0.3},
+    "adaptive": {"embed_dim": 128, "hidden_dim": 128, "attention_dim": 96, "dropout": 0.5},
+    "multihead": {"embed_dim": 128, "hidden_dim": 128, "heads": 8, "head_dim": 16, "dropout": 0.3},
 }
-ENCODER = {"channels": [32, 64, 128], "convs_per_block": 2, "in_size": 112}
-ENCODER_TRAINING = EncoderTrainConfig(epochs=4, batch_size=64, lr=2e-3)
-CAPTION_TRAINING = CaptionTrainConfig(epochs=6, batch_size=64, val_beam_size=1, max_length=16)
+ENCODER = {"channels": [16, 32, 64], "convs_per_block": 1, "in_size": 112}
+ENCODER_TRAINING = EncoderTrainConfig(epochs=5, batch_size=32, lr=2e-3)
+CAPTION_TRAINING = CaptionTrainConfig(epochs=5, batch_size=64, val_beam_size=1, max_length=16)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def shapeworld_config() -> ShapeWorldConfig:
 
 
 def _data_key() -> dict[str, Any]:
-    return {"shapeworld": asdict(shapeworld_config())}
+    return {"shapeworld": asdict(shapeworld_config()), "recipe_version": RECIPE_VERSION}
 
 
 @cache

@@ -65,11 +65,11 @@ def test_to_grid_is_row_major_and_from_grid_inverts_it() -> None:
         to_grid(grid)
 
 
-def test_multilabel_head_is_linear_on_the_spatial_mean() -> None:
+def test_multilabel_head_is_linear_on_the_spatial_max() -> None:
     torch.manual_seed(0)
     head = MultiLabelHead(6, 4)
     feature_map = torch.rand(3, 6, 5, 5)
-    expected = feature_map.mean(dim=(2, 3)) @ head.classifier.weight.T + head.classifier.bias
+    expected = feature_map.amax(dim=(2, 3)) @ head.classifier.weight.T + head.classifier.bias
     torch.testing.assert_close(head(feature_map), expected)
     with pytest.raises(ValueError, match="num_classes"):
         MultiLabelHead(6, 0)

@@ -13,8 +13,6 @@ from torch import Tensor, nn
 
 from captionlib.explain import rules
 
-torch.set_num_threads(1)
-
 
 def _sign(z: Tensor) -> Tensor:
     return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)

@@ -40,8 +40,12 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
-# Bump when the generator's output changes, so cached folders are regenerated.
-GENERATOR_VERSION = 1
+from captionlib.artifacts import cached
+from captionlib.utils import data_dir
+
+# Bump when the generator's output changes: it is part of every config (and so of every cache
+# key derived from one), so folders and artifacts made by an older generator are not reused.
+GENERATOR_VERSION = 2
 
 CATEGORIES = ["boat", "fish", "bird", "plane", "tree", "house", "car", "dog", "ball", "person"]
 CATEGORY_IDS = {name: index + 1 for index, name in enumerate(CATEGORIES)}
@@ -61,7 +65,7 @@ GROUNDS = ("grass", "water", "sand", "road", "snow")
 SPLITS = ("train", "val", "test", "shifted")
 SKY_CATEGORIES = ("bird", "plane")
 
-# Objects that appear only through a bias rule (never as random filler).
+# Where the bias rules apply. Boats and cars appear only through these rules, never as fillers.
 BOAT_LAND_GROUNDS = ("grass", "sand")
 CAR_OFFROAD_GROUNDS = ("grass", "sand", "snow")
 # bias field -> (category that may be added, grounds where the rule applies)
@@ -134,6 +138,8 @@ class ShapeWorldConfig:
 
     `biases` drive the train, val and test splits; `shifted_biases` the shifted split.
     Nested dicts (as read back from JSON) are accepted for the two bias fields.
+    `generator_version` records which version of this generator the config describes; only
+    the current GENERATOR_VERSION can be generated.
     """
 
     seed: int = 0
@@ -146,9 +152,15 @@ class ShapeWorldConfig:
     max_objects: int = 3
     biases: SceneBiases = field(default_factory=SceneBiases)
     shifted_biases: SceneBiases = field(default_factory=lambda: SHIFTED_BIASES)
+    generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        if self.generator_version != GENERATOR_VERSION:
+            raise ValueError(
+                f"{owner}.generator_version is {self.generator_version!r}, but this captionlib "
+                f"draws version {GENERATOR_VERSION} scenes"
+            )
         _check_int(owner, "seed", self.seed, 0)
         _check_int(owner, "image_size", self.image_size, 64, 1024)
         for split in SPLITS:
@@ -190,7 +202,8 @@ def _check_split(split: str) -> None:
 # Objects: attributes, sizes and drawings in unit coordinates
 # ---------------------------------------------------------------------------------------------
 
-COLOURS: dict[str, tuple[int, int, int]] = {
+RGB = tuple[int, int, int]
+COLOURS: dict[str, RGB] = {
     "red": (205, 35, 35),
     "blue": (40, 70, 210),
     "green": (40, 150, 55),
@@ -341,7 +354,7 @@ class _Object:
     size: str  # "small" | "big"
     flip: bool  # mirrored drawing (faces left)
     box: tuple[int, int, int, int]  # drawing frame x0, y0, x1, y1 (exclusive)
-    skin: tuple[int, int, int]
+    skin: RGB
     mask: np.ndarray | None = None  # [S, S] bool, visible pixels
 
     @property
@@ -353,13 +366,15 @@ class _Object:
         return self.category in SKY_CATEGORIES
 
 
-def _shade(rgb: Sequence[int], factor: float) -> tuple[int, int, int]:
-    if factor <= 1:
-        return tuple(int(c * factor) for c in rgb)  # type: ignore[return-value]
-    return tuple(int(c + (255 - c) * (factor - 1)) for c in rgb)  # type: ignore[return-value]
+def _shade(rgb: RGB, factor: float) -> RGB:
+    """Darker (factor < 1, towards black) or lighter (factor > 1, towards white)."""
+    red, green, blue = (
+        int(c * factor) if factor <= 1 else int(c + (255 - c) * (factor - 1)) for c in rgb
+    )
+    return red, green, blue
 
 
-def _roles(obj: _Object) -> dict[str, tuple[int, int, int]]:
+def _roles(obj: _Object) -> dict[str, RGB]:
     main = COLOURS[obj.colour]
     roles = dict(_FIXED_ROLES)
     roles["main"] = main
@@ -372,7 +387,9 @@ def _roles(obj: _Object) -> dict[str, tuple[int, int, int]]:
     return roles
 
 
-def _render_object(draw: ImageDraw.ImageDraw, obj: _Object, colours: Mapping | None) -> None:
+def _render_object(
+    draw: ImageDraw.ImageDraw, obj: _Object, colours: Mapping[str, RGB] | None
+) -> None:
     """Draw `obj`; with `colours` None every part is drawn as 255 (its mask)."""
     x0, y0, x1, y1 = obj.box
     width, height = x1 - x0, y1 - y0
@@ -465,7 +482,10 @@ def _overlap(a: Sequence[int], b: Sequence[int]) -> float:
     return width * height / smaller
 
 
-def _frame_size(rng: np.random.Generator, category: str, size: str, scale: float) -> tuple:
+def _frame_size(
+    rng: np.random.Generator, category: str, size: str, scale: float
+) -> tuple[int, int]:
+    """Width and height of the drawing frame of one object."""
     low, high = _EXTENTS[category][size == "big"]
     extent = int(rng.integers(low, high + 1)) * scale
     aspect = _ASPECT[category]
@@ -496,7 +516,8 @@ def _position(
         return x0, int(rng.integers(2, max(horizon - height - 1, 3)))
     if category == "fish":
         return x0, int(rng.integers(horizon + 3, max(size - height - 1, horizon + 4)))
-    lowest_base = horizon + (round(0.4 * height) if category == "boat" else 3) + 1
+    # Trees and houses may stand on the horizon; other objects stand clearly on the ground.
+    lowest_base = horizon + (3 if category in ("tree", "house") else round(0.4 * height) + 1)
     base = int(rng.integers(min(lowest_base, size - 2), size - 1))
     return x0, base - height
 
@@ -760,11 +781,13 @@ def _relation(a: _Object, b: _Object) -> tuple[str, ...]:
     """Spatial phrases true of `a` relative to `b` (a is a sky object or both are not)."""
     if a.in_sky and not b.in_sky:
         return ("above", "over")
-    ax0, ay0, ax1, ay1 = a.box
-    bx0, by0, bx1, by1 = b.box
+    ax0, _, ax1, ay1 = a.box
+    bx0, _, bx1, by1 = b.box
     apart = ax1 < bx0 or bx1 < ax0
-    if a.category == "fish" and b.category == "boat" and not apart and ay0 > by0:
-        return ("under", "below")
+    if {a.category, b.category} == {"fish", "boat"} and not apart:
+        fish, boat = (a, b) if a.category == "fish" else (b, a)
+        if fish.box[3] > boat.box[3]:  # the fish swims lower in the image than the hull
+            return ("under", "below") if a is fish else ("above", "over")
     options = ["next to", "near", "beside"] if apart else ["near"]
     if ax1 < bx0:
         options.append("to the left of")
@@ -838,10 +861,10 @@ def _captions(rng: np.random.Generator, scene: _Scene, count: int = 5) -> list[s
     """`count` distinct captions; bigger objects are named more often, as in COCO."""
     groups = scene.groups()
     weights = np.sqrt([group.area for group in groups]).astype(np.float64)
-    weights /= weights.sum()
     captions: list[str] = []
     for _ in range(20 * count):
-        order = [groups[i] for i in rng.choice(len(groups), len(groups), replace=False, p=weights)]
+        keys = rng.random(len(groups)) ** (1 / weights)  # weighted order without replacement
+        order = [groups[i] for i in np.argsort(-keys)]
         named = 1 + (rng.random() < 0.5) + (rng.random() < 0.15)
         grounded = all(not group.in_sky for group in order[:3])
         if named >= 3 and len(order) >= 3 and grounded:
@@ -896,9 +919,10 @@ def _draw_scene(config: ShapeWorldConfig, split: str, index: int) -> tuple[np.nd
 
 def _tight_bbox(mask: np.ndarray) -> list[int]:
     """COCO [x, y, w, h] of the True pixels of `mask` [H, W]."""
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+    rows, cols = mask.any(axis=1), mask.any(axis=0)
+    y0, x0 = int(rows.argmax()), int(cols.argmax())
+    y1, x1 = len(rows) - int(rows[::-1].argmax()), len(cols) - int(cols[::-1].argmax())
+    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def _render_one(
@@ -907,6 +931,7 @@ def _render_one(
     """Draw and save one image; return its COCO image entry, instances and captions."""
     config, split, index, image_id, image_root = task
     image, scene = _draw_scene(config, split, index)
+    # captions draw from their own stream, so grammar changes never move pixels
     captions = _captions(np.random.default_rng([config.seed, SPLITS.index(split), index, 1]), scene)
     file_name = f"{split}/{image_id:06d}.png"
     Image.fromarray(image).save(image_root / file_name, format="PNG", compress_level=1)
@@ -965,11 +990,7 @@ def generate(
     total = sum(config.split_size(split) for split in SPLITS)
     workers = _default_workers(total) if workers is None else workers
     _check_int("generate", "workers", workers, 1)
-    info = {
-        "description": "ShapeWorld synthetic captions (captionlib)",
-        "generator_version": GENERATOR_VERSION,
-        "config": asdict(config),
-    }
+    info = {"description": "ShapeWorld synthetic captions (captionlib)", "config": asdict(config)}
     categories = [
         {"id": CATEGORY_IDS[name], "name": name, "supercategory": SUPERCATEGORIES[name]}
         for name in CATEGORIES
@@ -1019,16 +1040,12 @@ def ensure_shapeworld(config: ShapeWorldConfig | None = None, progress: bool = T
     Generation goes through `artifacts.cached`: it happens in a temporary folder that is
     renamed into place only when complete, and again only when the config changes.
     """
-    from captionlib.artifacts import cached
-    from captionlib.utils import data_dir
-
     config = ShapeWorldConfig() if config is None else config
     if not isinstance(config, ShapeWorldConfig):
         raise TypeError(f"config must be a ShapeWorldConfig, got {type(config).__name__}")
-    key = {"generator_version": GENERATOR_VERSION, **asdict(config)}
     return cached(
         "shapeworld",
-        key,
+        asdict(config),
         lambda folder: generate(config, folder, progress=progress),
         root=data_dir(),
     )

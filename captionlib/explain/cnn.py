@@ -19,9 +19,10 @@ The paper's CNN rules (PAPER.md §5) are `paper_composite()`:
 
 `SignedZPlus` is that convolution rule as a zennit hook that costs about what a plain
 gradient costs. zennit's own hooks let the layer's ordinary backward run and then replace
-its result, and they always evaluate both input signs; `SignedZPlus` replaces the layer's
-output by an autograd function (so the ordinary backward never runs) and skips the
-negative-input branch when the layer input is non-negative (every layer after a ReLU).
+its result, and they always evaluate both input signs as separate maps; `SignedZPlus`
+replaces the layer's output by an autograd function (so the ordinary backward never runs),
+skips the negative-input map when the layer input is non-negative (every layer after a
+ReLU) and otherwise evaluates both sign pairs as one map over stacked channels.
 
 Many explanations of one image (one per caption word) share one forward pass: with a
 relevance of shape (B, K, C, h, w) the K backward passes run as one vectorised backward
@@ -40,7 +41,8 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 from zennit.composites import LayerMapComposite
 from zennit.core import Composite, Hook, RemovableHandle, RemovableHandleList
-from zennit.types import ConvolutionStandard
+from zennit.rules import Pass
+from zennit.types import Activation, ConvolutionStandard
 
 DEFAULT_STABILIZER = 1e-6
 
@@ -54,30 +56,44 @@ def _forward_with(module: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
     raise ValueError(f"SignedZPlus supports Linear and Conv1d/2d/3d layers, got {module}")
 
 
+def _zplus_parts(
+    module: nn.Module, parts: list[tuple[Tensor, Tensor]], relevance: Tensor, stabilizer: float
+) -> list[Tensor]:
+    """z⁺ = Σ_p layer(x_p; w_p) (no bias); relevance of each x_p: x_p ⊙ W_pᵀ (R / (z⁺ + s))."""
+    with torch.enable_grad():
+        inputs = [part.detach().requires_grad_() for part, _ in parts]
+        z_plus = _forward_with(module, inputs[0], parts[0][1])
+        for part, (_, weight) in zip(inputs[1:], parts[1:], strict=True):
+            z_plus = z_plus + _forward_with(module, part, weight)
+        scaled = relevance / (z_plus + stabilizer)  # z⁺ ≥ 0, so the sign of the stabilizer is +
+        grads = torch.autograd.grad(z_plus, inputs, scaled)
+    return [part.detach() * grad for part, grad in zip(inputs, grads, strict=True)]
+
+
 def signed_zplus_relevance(
     module: nn.Module, x: Tensor, relevance: Tensor, stabilizer: float = DEFAULT_STABILIZER
 ) -> Tensor:
     """α1β0 without bias for one layer: input x, relevance at the output → relevance at x.
 
     R_i = Σ_j (x_i⁺ w_ji⁺ + x_i⁻ w_ji⁻) / (z⁺_j + stabilizer) · R_j. Works with a batched
-    `relevance` inside a vectorised backward (x is then shared by the whole batch).
+    `relevance` inside a vectorised backward (x is then shared by the whole batch). For a
+    non-negative x only the x⁺ w⁺ map is evaluated; for a signed x (the image) both sign
+    pairs run as one map over the stacked channels [x⁺; x⁻] with weights [w⁺, w⁻].
     """
-    weight = module.weight.detach()  # type: ignore[union-attr]
-    x = x.detach()
-    branches = [(x.clamp(min=0), weight.clamp(min=0))]
-    if bool((x < 0).any()):
-        branches.append((x.clamp(max=0), weight.clamp(max=0)))
-    with torch.enable_grad():
-        inputs = [part.requires_grad_() for part, _ in branches]
-        z_plus = _forward_with(module, inputs[0], branches[0][1])
-        if len(branches) == 2:
-            z_plus = z_plus + _forward_with(module, inputs[1], branches[1][1])
-        scaled = relevance / (z_plus + stabilizer)  # z⁺ ≥ 0, so the sign of the stabilizer is +
-        grads = torch.autograd.grad(z_plus, inputs, scaled)
-    result = inputs[0].detach() * grads[0]
-    if len(branches) == 2:
-        result = result + inputs[1].detach() * grads[1]
-    return result
+    weight, x = module.weight.detach(), x.detach()  # type: ignore[union-attr]
+    if not bool((x < 0).any()):
+        return _zplus_parts(module, [(x, weight.clamp(min=0))], relevance, stabilizer)[0]
+    if getattr(module, "groups", 1) == 1:
+        spatial = len(getattr(module, "kernel_size", ()))
+        channel_dim = x.dim() - spatial - 1
+        stacked = torch.cat([x.clamp(min=0), x.clamp(max=0)], dim=channel_dim)
+        weights = torch.cat([weight.clamp(min=0), weight.clamp(max=0)], dim=1)
+        both = _zplus_parts(module, [(stacked, weights)], relevance, stabilizer)[0]
+        positive, negative = both.chunk(2, dim=channel_dim)
+        return positive + negative
+    parts = [(x.clamp(min=0), weight.clamp(min=0)), (x.clamp(max=0), weight.clamp(max=0))]
+    positive, negative = _zplus_parts(module, parts, relevance, stabilizer)
+    return positive + negative
 
 
 class _SignedZPlusFunction(torch.autograd.Function):
@@ -131,10 +147,12 @@ class SignedZPlus(Hook):
 
 
 def paper_composite(stabilizer: float = DEFAULT_STABILIZER) -> Composite:
-    """The authors' CNN rules: α1β0 without bias on every conv and linear layer; ReLU and
-    max-pool keep their gradients (pass-through and winner-take-all)."""
+    """The authors' CNN rules: α1β0 without bias on every conv and linear layer, activations
+    pass relevance (zennit's `Pass`), max-pool keeps its gradient (winner-take-all)."""
     rule = SignedZPlus(stabilizer)
-    return LayerMapComposite(layer_map=[(ConvolutionStandard, rule), (nn.Linear, rule)])
+    return LayerMapComposite(
+        layer_map=[(Activation, Pass()), (ConvolutionStandard, rule), (nn.Linear, rule)]
+    )
 
 
 @contextlib.contextmanager

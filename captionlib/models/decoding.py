@@ -224,7 +224,7 @@ def _beam_search_one(
         scores, tokens, words, alphas = scores[keep], tokens[keep], words[keep], alphas[keep]
         betas = None if betas is None else betas[keep]
         state = reorder_state(state, keep)
-        memory = reorder_state(memory, torch.zeros_like(keep))
+        memory = reorder_state(memory, torch.zeros_like(keep))  # rows are identical copies
 
     if not candidates:  # nothing ended within max_length: rank the live beams
         for i in range(scores.shape[0]):

@@ -4,8 +4,10 @@
   (3×3 conv → ReLU), a 2×2 max-pool after each of the first three blocks and a final block
   without pool (like VGG16 without its last pool): 112 → 56 → 28 → 14, a 14×14 grid
   (N = 196, as in the paper).
-- `MultiLabelHead`: global average pool + linear, for multi-label object pretraining (the
-  book's stand-in for ImageNet pretraining).
+- `MultiLabelHead`: global max pool + linear, for multi-label object pretraining (the
+  book's stand-in for ImageNet pretraining). Max rather than average pooling because
+  ShapeWorld objects cover only a few of the 196 cells: averaging dilutes them (measured in
+  chapter 2's development: validation mAP 0.79 vs 0.48 after three epochs on 1,500 images).
 - `vgg16_features`: torchvision's VGG16 up to conv5_3 + ReLU (last pool removed), the
   paper's encoder: 14×14×512 on 224×224 images.
 
@@ -57,7 +59,10 @@ class SmallVGG(nn.Module):
             if block > 0:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(convs_per_block):
-                layers += [nn.Conv2d(width, out, kernel_size=3, padding=1), nn.ReLU()]
+                conv = nn.Conv2d(width, out, kernel_size=3, padding=1)
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                layers += [conv, nn.ReLU()]
                 width = out
         self.features = nn.Sequential(*layers)
 
@@ -81,7 +86,7 @@ class SmallVGG(nn.Module):
 
 
 class MultiLabelHead(nn.Module):
-    """Multi-label classifier on a feature map: global average pool + linear (chapter 2).
+    """Multi-label classifier on a feature map: global max pool + linear (chapter 2).
 
     F (B, C, H, W) → logits (B, num_classes), trained with binary cross-entropy.
     """
@@ -97,7 +102,7 @@ class MultiLabelHead(nn.Module):
     def forward(self, feature_map: Tensor) -> Tensor:
         if feature_map.dim() != 4:
             raise ValueError(f"feature_map must be (B, C, H, W), got {tuple(feature_map.shape)}")
-        return self.classifier(feature_map.mean(dim=(2, 3)))  # (B, num_classes)
+        return self.classifier(feature_map.amax(dim=(2, 3)))  # (B, num_classes)
 
 
 def to_grid(feature_map: Tensor) -> Tensor:

@@ -1,0 +1,277 @@
+"""Two-stage LRP for the attention captioners, every word of a caption at once (chapter 7).
+
+Stage 1 explains the decoder: the caption is teacher-forced through the model's own
+`forward` inside `rules.lrp_mode(...)`, word t+1 is explained at step t starting from its
+logit (PAPER.md §5), and the relevance of the encoder features F and of every input word
+embedding is input × gradient. Stage 2 (`captionlib.explain.cnn`) pushes R(F) through the
+CNN down to the pixels with zennit.
+
+Every word of every caption comes from ONE forward pass and ONE vectorised backward pass:
+the backward for word t is seeded with a one at the explained logit of step t, and the
+T−1 seeds run together through `torch.autograd.grad(..., is_grads_batched=True)`. This
+gives the same numbers as replicating each caption T−1 times along the batch (tests hold
+them equal to a one-word-at-a-time loop and to the explicit reference implementation) while
+the CNN and the decoder run forward only once per image.
+
+The explainer only reads the model: it runs in eval mode with the parameters' gradients
+switched off and restores both afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from zennit.core import Composite
+
+from captionlib.data.vocab import Vocabulary
+from captionlib.explain import rules
+from captionlib.explain.cnn import hooked_forward, propagate
+from captionlib.models.base import Captioner
+from captionlib.models.encoder import to_grid
+from captionlib.models.multihead import MultiHeadCaptioner
+
+
+@dataclass
+class Conservation:
+    """Where each explained logit went; every field is (B, T−1), one value per word.
+
+    logits: the initial relevance (the explained logit); features: Σ R(F) over locations
+    and channels; words: Σ R(E(w_i)) over the preceding words; pixels: Σ R(pixels), or None
+    when only stage 1 ran. With every bias zeroed and ε = 0, features + words == logits
+    (and pixels == features when the CNN biases are zeroed too); otherwise the biases and
+    ε absorb the difference.
+    """
+
+    logits: Tensor
+    features: Tensor
+    words: Tensor
+    pixels: Tensor | None = None
+
+    @property
+    def inputs(self) -> Tensor:
+        """Relevance that reached the decoder's inputs, features + words, (B, T−1)."""
+        return self.features + self.words
+
+    def relative_error(self) -> Tensor:
+        """|inputs − logits| / |logits| per word, (B, T−1) (0 where the logit is 0)."""
+        scale = self.logits.abs()
+        error = (self.inputs - self.logits).abs()
+        return torch.where(scale > 0, error / torch.where(scale > 0, scale, 1.0), error)
+
+
+@dataclass
+class Explanation:
+    """Explanations of every word of B captions (chapters 5, 7 and 8 fill it).
+
+    method: how it was made ("lrp", "attnlrp", "attention", …).
+    caption_ids: (B, T) the teacher-forced captions, <start> first.
+    words: (B, T−1) the explained token ids, caption_ids[:, 1:]; word t is predicted at
+        step t from the inputs caption_ids[:, :t+1].
+    logits: (B, T−1) the explained logits (the initial LRP relevance).
+    mask: (B, T−1) True where the explained word is not padding.
+    locations: (B, T−1, N) one score per grid location: the relevance of F summed over
+        channels (LRP) or the attention weight (attention).
+    grid_size: (h, w) of the feature grid, N = h·w (row-major).
+    pixels: (B, T−1, 3, H, W) signed relevance per colour channel, or None.
+    heatmap: (B, T−1, H, W) pixels summed over channels (LRP) or the upsampled attention
+        map, or None.
+    word_relevance: (B, T−1, T−1): [b, t, i] is the relevance of input word i
+        (caption_ids[b, i], i = 0 is <start>) for explained word t; exactly 0 for i > t.
+    conservation: per-word totals (LRP only).
+    extras: method-specific tensors (e.g. "beta" (B, T−1) for captioner A's attention).
+    """
+
+    method: str
+    caption_ids: Tensor
+    words: Tensor
+    logits: Tensor
+    mask: Tensor
+    locations: Tensor
+    grid_size: tuple[int, int]
+    pixels: Tensor | None = None
+    heatmap: Tensor | None = None
+    word_relevance: Tensor | None = None
+    conservation: Conservation | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class DecoderRelevance:
+    """Stage-1 result for B captions of T tokens (K = T − 1 explained words).
+
+    logits: (B, K) explained logits; features: (B, K, N, C) relevance of every entry of F;
+    words: (B, K, K) relevance of each input word (summed over embedding dims).
+    """
+
+    logits: Tensor
+    features: Tensor
+    words: Tensor
+
+
+@contextlib.contextmanager
+def explaining(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; both restored afterwards.
+
+    (Parameters that require grad make the vectorised backward several times slower, and
+    an explanation must not change the model or leave gradients behind.)
+    """
+    present = [module for module in modules if module is not None]
+    modes = [(module, module.training) for module in present]
+    flags = [(p, p.requires_grad) for module in present for p in module.parameters()]
+    try:
+        for module in present:
+            module.eval()
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for module, training in modes:
+            module.train(training)
+        for parameter, required in flags:
+            parameter.requires_grad_(required)
+
+
+def check_lrp_options(model: Captioner, attention: str, head: int | None) -> None:
+    """Clear errors for rule settings a captioner does not support."""
+    if attention not in rules.ATTENTION_RULES:
+        raise ValueError(f"attention must be one of {rules.ATTENTION_RULES}, got {attention!r}")
+    multihead = isinstance(model, MultiHeadCaptioner)
+    name = type(model).__name__
+    if attention == "attnlrp" and not multihead:
+        raise ValueError(f"attention='attnlrp' is defined for MultiHeadCaptioner only, got {name}")
+    if head is not None:
+        if not multihead:
+            raise ValueError(f"head={head} needs a multi-head captioner, got {name}")
+        if not 0 <= head < model.heads:
+            raise ValueError(f"head must be in [0, {model.heads}), got {head}")
+
+
+def check_captions(model: Captioner, caption_ids: Tensor) -> None:
+    """caption_ids must be (B, T) int64 with T ≥ 2 and ids inside the vocabulary."""
+    if caption_ids.dim() != 2 or caption_ids.shape[1] < 2:
+        raise ValueError(
+            f"caption_ids must be (B, T) with T >= 2, got shape {tuple(caption_ids.shape)}"
+        )
+    if caption_ids.dtype != torch.long:
+        raise ValueError(f"caption_ids must be int64, got {caption_ids.dtype}")
+    if caption_ids.numel() and not 0 <= int(caption_ids.min()) <= int(caption_ids.max()) < (
+        model.vocab_size
+    ):
+        raise ValueError(f"caption_ids must be in [0, {model.vocab_size}), got out-of-range ids")
+
+
+def decoder_relevance(
+    model: Captioner,
+    features: Tensor,
+    caption_ids: Tensor,
+    epsilon: float = 0.01,
+    attention: str = "constant",
+    head: int | None = None,
+) -> DecoderRelevance:
+    """Stage 1: relevance of F (B, N, C) and of the input words for every word of the caption.
+
+    One forward of the model inside `rules.lrp_mode`, one vectorised backward with one seed
+    per explained word. Call it inside `explaining(model)` for speed (`explain_lrp` does).
+    """
+    grid = features.detach().requires_grad_()  # (B, N, C)
+    embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
+    with (
+        torch.enable_grad(),
+        rules.lrp_mode(epsilon=epsilon, attention=attention, head=head),
+    ):
+        logits = model(grid, caption_ids, embeddings=embeddings).logits  # (B, K, V)
+        explained = logits.gather(2, caption_ids[:, 1:].unsqueeze(2)).squeeze(2)  # (B, K)
+        batch, steps = explained.shape
+        seeds = torch.eye(steps, dtype=explained.dtype, device=explained.device)  # (K, K)
+        seeds = seeds.unsqueeze(1).expand(steps, batch, steps).contiguous()  # (K, B, K)
+        grad_features, grad_words = torch.autograd.grad(
+            explained, (grid, embeddings), seeds, is_grads_batched=True
+        )  # (K, B, N, C), (K, B, K, E)
+    feature_relevance = (grid.detach() * grad_features).transpose(0, 1)  # (B, K, N, C)
+    word_relevance = (embeddings.detach() * grad_words).sum(-1).transpose(0, 1)  # (B, K, K)
+    return DecoderRelevance(
+        logits=explained.detach(), features=feature_relevance, words=word_relevance
+    )
+
+
+def explain_lrp(
+    model: Captioner,
+    caption_ids: Tensor,
+    *,
+    images: Tensor | None = None,
+    encoder: nn.Module | None = None,
+    features: Tensor | None = None,
+    epsilon: float = 0.01,
+    attention: str = "constant",
+    head: int | None = None,
+    composite: Composite | None = None,
+    pad_id: int | None = Vocabulary.PAD_ID,
+) -> Explanation:
+    """LRP for every word of B captions (PAPER.md §5; chapter 7).
+
+    model: captioner A or B; caption_ids: (B, T) teacher-forced captions (<start> first).
+    Give either images (B, 3, H, W) and the encoder (its `.features` CNN, or the CNN
+    itself, maps images to F (B, C, h, w)): both stages, pixel relevance included; or
+    features (B, N, C) (e.g. cached): stage 1 only, with the grid assumed square.
+    epsilon: ε of the decoder's ε-rules (0.01 in the paper). attention: "constant" (the
+    paper's rule) or "attnlrp" (captioner B). head: explain one head of captioner B (the
+    paper's per-head explanation), None for all heads jointly. composite: zennit composite
+    for the CNN (default: the paper's α1β0 without bias). pad_id: padding token for `mask`.
+    """
+    check_captions(model, caption_ids)
+    check_lrp_options(model, attention, head)
+    if (images is None) == (features is None):
+        raise ValueError("give exactly one of images (with encoder) or features")
+    pixels: Tensor | None = None
+    parameter = next(model.parameters())
+    caption_ids = caption_ids.to(parameter.device)
+    with explaining(model, encoder):
+        if features is not None:
+            if features.dim() != 3:
+                raise ValueError(f"features must be (B, N, C), got {tuple(features.shape)}")
+            side = int(round(features.shape[1] ** 0.5))
+            if side * side != features.shape[1]:
+                raise ValueError(f"features have N={features.shape[1]} locations, not a square")
+            grid_size = (side, side)
+            grid = features.to(device=parameter.device, dtype=parameter.dtype)
+            decoder = decoder_relevance(model, grid, caption_ids, epsilon, attention, head)
+        elif encoder is None:
+            raise ValueError("images need the encoder that produced the model's features")
+        else:
+            cnn = getattr(encoder, "features", encoder)
+            images = images.to(device=parameter.device, dtype=parameter.dtype)  # type: ignore[union-attr]
+            with hooked_forward(cnn, images, composite) as (inputs, feature_map):
+                grid_size = (feature_map.shape[2], feature_map.shape[3])
+                grid = to_grid(feature_map)  # (B, N, C)
+                decoder = decoder_relevance(model, grid, caption_ids, epsilon, attention, head)
+                batch, steps, locations, channels = decoder.features.shape
+                relevance_map = decoder.features.transpose(2, 3).reshape(
+                    batch, steps, channels, *grid_size
+                )  # (B, K, C, h, w)
+                pixels = propagate(inputs, feature_map, relevance_map)  # (B, K, 3, H, W)
+    words = caption_ids[:, 1:]
+    mask = torch.ones_like(words, dtype=torch.bool) if pad_id is None else words != pad_id
+    conservation = Conservation(
+        logits=decoder.logits,
+        features=decoder.features.sum((2, 3)),
+        words=decoder.words.sum(2),
+        pixels=None if pixels is None else pixels.sum((2, 3, 4)),
+    )
+    return Explanation(
+        method="attnlrp" if attention == "attnlrp" else "lrp",
+        caption_ids=caption_ids,
+        words=words,
+        logits=decoder.logits,
+        mask=mask,
+        locations=decoder.features.sum(3),
+        grid_size=grid_size,
+        pixels=pixels,
+        heatmap=None if pixels is None else pixels.sum(2),
+        word_relevance=decoder.words,
+        conservation=conservation,
+        extras={"feature_relevance": decoder.features},
+    )
