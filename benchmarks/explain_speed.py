@@ -5,8 +5,8 @@ Prints, measured in one run on the same models and inputs:
 (a) LRP (decoder + CNN down to the pixels, every word of B captions) / a plain gradient of
     the same words (same scheme: one forward, one vectorised backward over the words,
     gradient w.r.t. the pixels and the word embeddings). Target: ≤ 1.5.
-    For context it also times the plain gradient with each caption replicated T−1 times
-    along the batch.
+    It also times the plain gradient with each caption replicated T−1 times along the
+    batch, and divides by the faster of the two gradients.
 (b) the reference implementation's per-word loop (stage 1 and the CNN, one word at a time,
     `captionlib.explain.reference`) / the batched explainer. Target: ≥ 20.
 
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from captionlib import recipes
-from captionlib.explain.lrp import explain_lrp, explaining
+from captionlib.explain.lrp import explain_lrp, explained_logits, explaining, word_seeds
 from captionlib.explain.reference import (
     adaptive_relevance,
     multihead_relevance,
@@ -48,14 +48,8 @@ def plain_gradient(model: Captioner, encoder: SmallVGG, images: Tensor, captions
         pixels = images.detach().requires_grad_()
         embeddings = model.embedding(captions[:, :-1]).detach().requires_grad_()
         logits = model(to_grid(encoder.features(pixels)), captions, embeddings=embeddings).logits
-        explained = logits.gather(2, captions[:, 1:].unsqueeze(2)).squeeze(2)  # (B, K)
-        batch, steps = explained.shape
-        seeds = (
-            torch.eye(steps, device=explained.device)
-            .unsqueeze(1)
-            .expand(steps, batch, steps)
-            .contiguous()
-        )
+        explained = explained_logits(logits, captions)  # (B, K)
+        seeds = word_seeds(explained)
         grads = torch.autograd.grad(explained, (pixels, embeddings), seeds, is_grads_batched=True)
     return grads[0]
 
@@ -161,7 +155,7 @@ def benchmark(kind: str, args: argparse.Namespace) -> None:
         device,
     )
     reference = references["reference"]
-    ratio_a = times["lrp"] / times["gradient"]
+    ratio_a = times["lrp"] / min(times["gradient"], times["replicated"])
     ratio_b = reference / times["lrp"]
     print(f"  LRP, two stages, all words        {times['lrp']:8.3f} s")
     print(f"  plain gradient, same words         {times['gradient']:8.3f} s")
@@ -172,7 +166,7 @@ def benchmark(kind: str, args: argparse.Namespace) -> None:
     )
     verdict_a = "meets" if ratio_a <= 1.5 else "MISSES"
     verdict_b = "meets" if ratio_b >= 20 else "MISSES"
-    print(f"  (a) LRP / gradient       = {ratio_a:6.2f}  ({verdict_a} target <= 1.5)")
+    print(f"  (a) LRP / best gradient  = {ratio_a:6.2f}  ({verdict_a} target <= 1.5)")
     print(f"  (b) reference / batched  = {ratio_b:6.1f}  ({verdict_b} target >= 20)")
     ratio_stage1 = references["stage1"] / times["stage1"]
     print(f"      stage 1 only         = {ratio_stage1:6.1f}")

@@ -229,9 +229,13 @@ def test_explainer_restores_model_state() -> None:
     model.train()
     model.output.weight.requires_grad_(True)
     model.project.weight.requires_grad_(False)
+    encoder.train()
+    encoder.features[0].bias.requires_grad_(False)
     explain_lrp(model, _captions(1, 4), images=_images(1), encoder=encoder)
-    assert model.training and not encoder.training
+    assert model.training and encoder.training
     assert model.output.weight.requires_grad and not model.project.weight.requires_grad
+    assert encoder.features[0].weight.requires_grad
+    assert not encoder.features[0].bias.requires_grad
     assert all(p.grad is None for p in [*model.parameters(), *encoder.parameters()])
 
 

@@ -113,17 +113,21 @@ class DecoderRelevance:
 
 
 @contextlib.contextmanager
-def explaining(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside the block; both restored afterwards.
+def explaining(model: nn.Module, encoder: nn.Module | None = None) -> Iterator[None]:
+    """Eval mode for both, and no parameter gradients for the encoder, inside the block;
+    both restored afterwards.
 
-    (Parameters that require grad make the vectorised backward several times slower, and
-    an explanation must not change the model or leave gradients behind.)
+    Encoder parameters that require grad make the vectorised CNN backward several times
+    slower (it then computes weight gradients nobody asked for). The decoder keeps its
+    flags: PyTorch picks a different (equally correct) kernel for some linear layers when
+    their weights need no gradient, and the explainer must reproduce the model's own
+    logits bit for bit. No `.grad` is ever written: gradients are taken w.r.t. inputs only.
     """
-    present = [module for module in modules if module is not None]
-    modes = [(module, module.training) for module in present]
-    flags = [(p, p.requires_grad) for module in present for p in module.parameters()]
+    modules = [model] if encoder is None else [model, encoder]
+    modes = [(module, module.training) for module in modules]
+    flags = [] if encoder is None else [(p, p.requires_grad) for p in encoder.parameters()]
     try:
-        for module in present:
+        for module in modules:
             module.eval()
         for parameter, _ in flags:
             parameter.requires_grad_(False)
@@ -175,7 +179,7 @@ def decoder_relevance(
     """Stage 1: relevance of F (B, N, C) and of the input words for every word of the caption.
 
     One forward of the model inside `rules.lrp_mode`, one vectorised backward with one seed
-    per explained word. Call it inside `explaining(model)` for speed (`explain_lrp` does).
+    per explained word. Call it inside `explaining(model)` (eval mode; `explain_lrp` does).
     """
     grid = features.detach().requires_grad_()  # (B, N, C)
     embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
@@ -184,18 +188,32 @@ def decoder_relevance(
         rules.lrp_mode(epsilon=epsilon, attention=attention, head=head),
     ):
         logits = model(grid, caption_ids, embeddings=embeddings).logits  # (B, K, V)
-        explained = logits.gather(2, caption_ids[:, 1:].unsqueeze(2)).squeeze(2)  # (B, K)
-        batch, steps = explained.shape
-        seeds = torch.eye(steps, dtype=explained.dtype, device=explained.device)  # (K, K)
-        seeds = seeds.unsqueeze(1).expand(steps, batch, steps).contiguous()  # (K, B, K)
+        explained = explained_logits(logits, caption_ids)  # (B, K)
         grad_features, grad_words = torch.autograd.grad(
-            explained, (grid, embeddings), seeds, is_grads_batched=True
+            explained, (grid, embeddings), word_seeds(explained), is_grads_batched=True
         )  # (K, B, N, C), (K, B, K, E)
     feature_relevance = (grid.detach() * grad_features).transpose(0, 1)  # (B, K, N, C)
     word_relevance = (embeddings.detach() * grad_words).sum(-1).transpose(0, 1)  # (B, K, K)
     return DecoderRelevance(
         logits=explained.detach(), features=feature_relevance, words=word_relevance
     )
+
+
+def explained_logits(logits: Tensor, caption_ids: Tensor) -> Tensor:
+    """The logit of each next word: logits (B, K, V), caption_ids (B, K + 1) → (B, K).
+
+    Written as a one-hot product rather than `gather` so that the vectorised backward has a
+    batching rule for every operation (x · 1 + Σ 0 · y is exactly x for finite logits).
+    """
+    one_hot = torch.zeros_like(logits).scatter_(2, caption_ids[:, 1:].unsqueeze(2), 1.0)
+    return (logits * one_hot).sum(2)
+
+
+def word_seeds(explained: Tensor) -> Tensor:
+    """Backward seeds (K, B, K) for explained logits (B, K): seed k is one at word k."""
+    batch, steps = explained.shape
+    seeds = torch.eye(steps, dtype=explained.dtype, device=explained.device)  # (K, K)
+    return seeds.unsqueeze(1).expand(steps, batch, steps).contiguous()
 
 
 def explain_lrp(
