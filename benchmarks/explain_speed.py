@@ -5,10 +5,14 @@ Prints, measured in one run on the same models and inputs:
 (a) LRP (decoder + CNN down to the pixels, every word of B captions) / a plain gradient of
     the same words (same scheme: one forward, one vectorised backward over the words,
     gradient w.r.t. the pixels and the word embeddings). Target: ≤ 1.5.
-    It also times the plain gradient with each caption replicated T−1 times along the
-    batch, and divides by the faster of the two gradients.
-(b) the reference implementation's per-word loop (stage 1 and the CNN, one word at a time,
-    `captionlib.explain.reference`) / the batched explainer. Target: ≥ 20.
+    Both are also timed with each caption replicated T−1 times along the batch instead
+    (`replicate=True`); the ratio divides the faster LRP by the faster gradient.
+(b) the reference implementation's per-word loop (stage 1 and the CNN, one caption and one
+    word at a time, as the authors' code explains; `captionlib.explain.reference`) / the
+    faster batched explainer. Target: ≥ 20. The ratio grows with the batch: the batched
+    explainer does all captions at once. For transparency it also prints the ratio against a
+    reference loop that handles each word for all captions at once (about 3×: each word
+    still needs its own backward pass through the decoder and the CNN).
 
 It also prints (b) for stage 1 alone (decoder only, from cached features).
 
@@ -72,21 +76,31 @@ def plain_gradient_replicated(
 
 
 def reference_loop(
-    model: Captioner, encoder: SmallVGG, images: Tensor, captions: Tensor, pixels: bool = True
+    model: Captioner,
+    encoder: SmallVGG,
+    images: Tensor,
+    captions: Tensor,
+    pixels: bool = True,
+    per_caption: bool = True,
 ) -> None:
     """The slow reference, one word at a time: stage 1, then (pixels=True) the CNN rules
-    layer by layer."""
+    layer by layer. With per_caption (the default, as the authors' code explains) one caption
+    at a time too; without it each word is explained for all B captions at once."""
+    groups = range(captions.shape[0]) if per_caption else [slice(None)]
     with explaining(model, encoder), torch.no_grad():
-        feature_map = encoder.features(images)
-        grid = to_grid(feature_map)
-        for t in range(captions.shape[1] - 1):
-            if isinstance(model, AdaptiveAttentionCaptioner):
-                relevance = adaptive_relevance(model, grid, captions, t).features
-            else:
-                relevance = multihead_relevance(model, grid, captions, t).features  # type: ignore[arg-type]
-            if pixels:
-                relevance_map = from_grid(relevance, *feature_map.shape[2:])
-                reference_cnn_relevance(encoder.features, images, relevance_map)
+        for group in groups:
+            rows = slice(group, group + 1) if isinstance(group, int) else group
+            image, caption = images[rows], captions[rows]
+            feature_map = encoder.features(image)
+            grid = to_grid(feature_map)
+            for t in range(caption.shape[1] - 1):
+                if isinstance(model, AdaptiveAttentionCaptioner):
+                    relevance = adaptive_relevance(model, grid, caption, t).features
+                else:
+                    relevance = multihead_relevance(model, grid, caption, t).features  # type: ignore[arg-type]
+                if pixels:
+                    relevance_map = from_grid(relevance, *feature_map.shape[2:])
+                    reference_cnn_relevance(encoder.features, image, relevance_map)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -133,6 +147,9 @@ def benchmark(kind: str, args: argparse.Namespace) -> None:
     times = best_times(
         {
             "lrp": lambda: explain_lrp(model, captions, images=images, encoder=encoder),
+            "lrp_replicated": lambda: explain_lrp(
+                model, captions, images=images, encoder=encoder, replicate=True
+            ),
             "gradient": lambda: plain_gradient(model, encoder, images, captions),
             "replicated": lambda: plain_gradient_replicated(model, encoder, images, captions),
         },
@@ -150,14 +167,20 @@ def benchmark(kind: str, args: argparse.Namespace) -> None:
         {
             "reference": lambda: reference_loop(model, encoder, images, captions),
             "stage1": lambda: reference_loop(model, encoder, images, captions, pixels=False),
+            "vectorised": lambda: reference_loop(
+                model, encoder, images, captions, per_caption=False
+            ),
         },
         args.reference_repeats,
         device,
     )
     reference = references["reference"]
-    ratio_a = times["lrp"] / min(times["gradient"], times["replicated"])
-    ratio_b = reference / times["lrp"]
+    ratio_a = min(times["lrp"], times["lrp_replicated"]) / min(
+        times["gradient"], times["replicated"]
+    )
+    ratio_b = reference / min(times["lrp"], times["lrp_replicated"])
     print(f"  LRP, two stages, all words        {times['lrp']:8.3f} s")
+    print(f"  LRP, replicated batch              {times['lrp_replicated']:8.3f} s")
     print(f"  plain gradient, same words         {times['gradient']:8.3f} s")
     print(f"  plain gradient, replicated batch   {times['replicated']:8.3f} s")
     print(f"  reference, per-word loop           {reference:8.3f} s")
@@ -166,10 +189,15 @@ def benchmark(kind: str, args: argparse.Namespace) -> None:
     )
     verdict_a = "meets" if ratio_a <= 1.5 else "MISSES"
     verdict_b = "meets" if ratio_b >= 20 else "MISSES"
-    print(f"  (a) LRP / best gradient  = {ratio_a:6.2f}  ({verdict_a} target <= 1.5)")
+    print(f"  (a) best LRP / best grad = {ratio_a:6.2f}  ({verdict_a} target <= 1.5)")
     print(f"  (b) reference / batched  = {ratio_b:6.1f}  ({verdict_b} target >= 20)")
     ratio_stage1 = references["stage1"] / times["stage1"]
     print(f"      stage 1 only         = {ratio_stage1:6.1f}")
+    ratio_vectorised = references["vectorised"] / min(times["lrp"], times["lrp_replicated"])
+    print(
+        f"      against a reference vectorised over the {captions.shape[0]} captions"
+        f" (still one word at a time) = {ratio_vectorised:6.1f}"
+    )
 
 
 def main() -> None:

@@ -211,6 +211,19 @@ def test_batched_equals_one_word_at_a_time(kind: str, attention: str) -> None:
         torch.testing.assert_close(batched.pixels[:, t], pixels)
 
 
+@pytest.mark.parametrize("kind", ["A", "B"])
+def test_replicated_scheme_equals_vectorised(kind: str) -> None:
+    model, encoder = _captioner(kind), _encoder()
+    images, captions = _images(2), _captions(2, 5)
+    vectorised = explain_lrp(model, captions, images=images, encoder=encoder)
+    replicated = explain_lrp(model, captions, images=images, encoder=encoder, replicate=True)
+    for name in ("logits", "locations", "pixels", "word_relevance"):
+        torch.testing.assert_close(getattr(replicated, name), getattr(vectorised, name))
+    stage1 = explain_lrp(model, captions, features=_features(2), replicate=True)
+    reference = reference_explain(model, _features(2), captions)
+    torch.testing.assert_close(stage1.extras["feature_relevance"], reference.features)
+
+
 def test_word_relevance_is_causal_and_masked() -> None:
     model = _captioner("A")
     captions = _captions(2, 7)

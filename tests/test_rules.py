@@ -313,3 +313,32 @@ def test_stabilizer_never_nan() -> None:
     torch.testing.assert_close(out, torch.tensor([0.0, 1.0, 1.0, 1.0], dtype=torch.float64))
     out = rules.stabilizer(z, 1e-3)
     torch.testing.assert_close(out, torch.tensor([0.0, 0.5, 0.5, 2 / 2.001], dtype=torch.float64))
+
+
+def test_constant_gates_mode_keeps_true_gradients_but_freezes_gates() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3).double()
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+    scores = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+
+    def output() -> torch.Tensor:
+        hidden = rules.tanh(rules.linear(x, layer))
+        alpha = rules.softmax(scores, dim=-1)
+        read = rules.attend(alpha.unsqueeze(1), values).squeeze(1)
+        return rules.add(rules.gate(g, hidden), read).sum()
+
+    plain = torch.autograd.grad(output(), (x, g, scores, values))
+    with rules.constant_gates_mode():
+        frozen = torch.autograd.grad(output(), (x, g, scores, values), allow_unused=True)
+    # the signal paths keep their true gradients (no ε stabiliser, true tanh derivative)
+    hidden = torch.tanh(layer(x))
+    expected_x = ((g * (1 - hidden**2)) @ layer.weight).detach()
+    torch.testing.assert_close(frozen[0], expected_x)
+    torch.testing.assert_close(frozen[0], plain[0])
+    torch.testing.assert_close(frozen[3], plain[3])
+    # gates and attention weights are constants
+    assert frozen[1] is None or torch.count_nonzero(frozen[1]) == 0
+    assert frozen[2] is None or torch.count_nonzero(frozen[2]) == 0
+    assert torch.count_nonzero(plain[1]) > 0 and torch.count_nonzero(plain[2]) > 0

@@ -43,11 +43,14 @@ class LRPConfig:
     epsilon: the ε of the ε-rule (0 gives the plain z-rule, used for conservation tests).
     attention: "constant" (the paper's rule) or "attnlrp" (captioner B only).
     head: explain only this attention head (None: all heads jointly).
+    gradient_only: keep true gradients everywhere except that gates and attention weights
+        are constants (the authors' "modified gradients", PAPER.md §6; chapter 8).
     """
 
     epsilon: float = 0.01
     attention: str = "constant"
     head: int | None = None
+    gradient_only: bool = False
 
     def __post_init__(self) -> None:
         if self.epsilon < 0:
@@ -65,6 +68,16 @@ def lrp_mode(
 ) -> Iterator[LRPConfig]:
     """Turn the LRP backward rules on inside the `with` block (chapter 7)."""
     token = _ACTIVE.set(LRPConfig(epsilon=epsilon, attention=attention, head=head))
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def constant_gates_mode(head: int | None = None) -> Iterator[LRPConfig]:
+    """True gradients, but gates, α and β treated as constants (PAPER.md §6, chapter 8)."""
+    token = _ACTIVE.set(LRPConfig(epsilon=0.0, head=head, gradient_only=True))
     try:
         yield _ACTIVE.get()
     finally:
@@ -140,7 +153,7 @@ class _ScaleGradient(torch.autograd.Function):
 
 def _epsilon(z: Tensor) -> Tensor:
     config = _ACTIVE.get()
-    if config is None:
+    if config is None or config.gradient_only:
         return z
     return _EpsilonStabilize.apply(z, config.epsilon)
 
@@ -167,7 +180,8 @@ def mean(x: Tensor, dim: int) -> Tensor:
 
 def tanh(x: Tensor) -> Tensor:
     """tanh; identity for relevance under LRP."""
-    if _ACTIVE.get() is None:
+    config = _ACTIVE.get()
+    if config is None or config.gradient_only:
         return torch.tanh(x)
     return _TanhIdentity.apply(x)
 

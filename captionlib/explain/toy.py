@@ -93,11 +93,29 @@ def random_mlp(
     with torch.no_grad():
         for layer in model.layers:
             fan_in = layer.in_features
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / fan_in**0.5)
-            layer.weight.mul_(2**0.5)
+            scale = (2.0 / fan_in) ** 0.5
+            layer.weight.copy_(scale * torch.randn(layer.weight.shape, generator=generator))
             if layer.bias is not None:
                 layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=generator))
     return model
+
+
+def worked_example() -> tuple[ToyMLP, Tensor]:
+    """Chapter 6's hand-sized network and input: 3 inputs → 2 ReLU units → 2 logits, float64.
+
+    x = (2, 2, 1); hidden z = (1, 2.5); logits (−0.5, 4). Every number of the chapter's
+    worked example can be checked with pencil and paper.
+    """
+    model = ToyMLP([3, 2, 2]).double()
+    values = [
+        ([[1.0, -1.0, 0.5], [0.5, 1.0, -1.0]], [0.5, 0.5]),
+        ([[2.0, -1.0], [1.0, 1.0]], [0.0, 0.5]),
+    ]
+    with torch.no_grad():
+        for layer, (weight, bias) in zip(model.layers, values, strict=True):
+            layer.weight.copy_(torch.tensor(weight))
+            layer.bias.copy_(torch.tensor(bias))
+    return model, torch.tensor([[2.0, 2.0, 1.0]], dtype=torch.float64)
 
 
 class TinyCNN(nn.Module):
@@ -175,12 +193,16 @@ def _alpha_beta_from_contributions(
     beta: float,
     stabilizer: float,
 ) -> tuple[Tensor, Tensor]:
-    """contributions (B, I, J), bias (B or 1, J), relevance (B, J) → ((B, I), (B, J))."""
+    """The α-β rule on contributions (B, I, J, P): input i, output unit j, position p.
+
+    bias (1, J, P), relevance (B, J, P) → (relevance of the inputs (B, I, P), of the biases
+    (B, J, P)). A linear layer has P = 1; a convolution has one position per image patch.
+    """
     positive, negative = contributions.clamp(min=0), contributions.clamp(max=0)
-    z_positive = positive.sum(1) + bias.clamp(min=0)  # (B, J)
-    z_negative = negative.sum(1) + bias.clamp(max=0)  # (B, J)
-    share_positive = relevance / _zennit_stabilize(z_positive, stabilizer)  # (B, J)
-    share_negative = relevance / _zennit_stabilize(z_negative, stabilizer)  # (B, J)
+    z_positive = positive.sum(1) + bias.clamp(min=0)  # (B, J, P)
+    z_negative = negative.sum(1) + bias.clamp(max=0)  # (B, J, P)
+    share_positive = relevance / _zennit_stabilize(z_positive, stabilizer)  # (B, J, P)
+    share_negative = relevance / _zennit_stabilize(z_negative, stabilizer)  # (B, J, P)
     inputs = alpha * (positive * share_positive[:, None]).sum(2)
     inputs = inputs - beta * (negative * share_negative[:, None]).sum(2)
     biases = alpha * bias.clamp(min=0) * share_positive - beta * bias.clamp(max=0) * share_negative
@@ -189,7 +211,9 @@ def _alpha_beta_from_contributions(
 
 def _check_alpha_beta(alpha: float, beta: float) -> None:
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
-        raise ValueError(f"alpha-beta rule needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}")
+        raise ValueError(
+            f"alpha-beta rule needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}"
+        )
 
 
 def alpha_beta_rule(
@@ -209,9 +233,15 @@ def alpha_beta_rule(
     """
     _check_alpha_beta(alpha, beta)
     bias = torch.zeros(weight.shape[0], dtype=a.dtype) if bias is None else bias
-    return _alpha_beta_from_contributions(
-        _contributions(a, weight), bias[None], relevance, alpha, beta, stabilizer
-    )
+    inputs, biases = _alpha_beta_from_contributions(
+        _contributions(a, weight)[..., None],
+        bias[None, :, None],
+        relevance[..., None],
+        alpha,
+        beta,
+        stabilizer,
+    )  # (B, I, 1), (B, J, 1)
+    return inputs[..., 0], biases[..., 0]
 
 
 def alpha_beta_conv2d(
@@ -244,22 +274,25 @@ def alpha_beta_conv2d(
         raise ValueError(
             f"relevance must be (B={batch}, O={out_channels}, H', W'), got {tuple(relevance.shape)}"
         )
-    patches = functional.unfold(x, **options)  # (B, C·k·k, P)
+    patches = functional.unfold(x.detach(), **options)  # (B, C·k·k, P)
     positions = patches.shape[2]
-    weight = conv.weight.flatten(1)  # (O, C·k·k)
+    weight = conv.weight.detach().flatten(1)  # (O, C·k·k)
     contributions = patches[:, :, None, :] * weight.t()[None, :, :, None]  # (B, CKK, O, P)
-    contributions = contributions.flatten(2)  # (B, CKK, O·P): output unit (o, p) = column o·P + p
+    bias = torch.zeros(out_channels, dtype=x.dtype)
     if use_bias and conv.bias is not None:
-        bias = conv.bias.repeat_interleave(positions)[None]  # (1, O·P)
-    else:
-        bias = torch.zeros(1, out_channels * positions, dtype=x.dtype)
+        bias = conv.bias.detach()
     patch_relevance, _ = _alpha_beta_from_contributions(
-        contributions, bias, relevance.flatten(1), alpha, beta, stabilizer
+        contributions,
+        bias[None, :, None].expand(1, out_channels, positions),
+        relevance.flatten(2),
+        alpha,
+        beta,
+        stabilizer,
     )  # (B, CKK, P)
     return functional.fold(patch_relevance, output_size=x.shape[2:], **options)
 
 
-# --- whole networks --------------------------------------------------------------------------------
+# --- whole networks ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -281,8 +314,8 @@ class NaiveLRP:
         return self.layers[0]
 
 
-def start_relevance(logits: Tensor, target: int | Tensor) -> Tensor:
-    """One-hot relevance at the explained class with value = its logit: (B, O) → (B, O).
+def one_hot_target(logits: Tensor, target: int | Tensor) -> Tensor:
+    """(B, O) mask with a 1 at the explained class of each row.
 
     target: one class index for the whole batch, or a (B,) tensor of indices.
     """
@@ -290,8 +323,12 @@ def start_relevance(logits: Tensor, target: int | Tensor) -> Tensor:
     index = torch.as_tensor(target, device=logits.device).long().expand(logits.shape[0])
     if bool(((index < 0) | (index >= classes)).any()):
         raise ValueError(f"target {target} out of range for {classes} classes")
-    mask = functional.one_hot(index, classes).to(logits.dtype)
-    return logits.detach() * mask
+    return functional.one_hot(index, classes).to(logits.dtype)
+
+
+def start_relevance(logits: Tensor, target: int | Tensor) -> Tensor:
+    """One-hot relevance at the explained class with value = its logit: (B, O) → (B, O)."""
+    return logits.detach() * one_hot_target(logits, target)
 
 
 def forward_trace(model: ToyMLP, x: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -347,8 +384,7 @@ def lrp_autograd(model: ToyMLP, x: Tensor, target: int | Tensor, epsilon: float 
     leaf = x.detach().requires_grad_()
     with rules.lrp_mode(epsilon=epsilon), torch.enable_grad():
         logits = model(leaf)
-        seed = start_relevance(logits, target) != 0
-        (gradient,) = torch.autograd.grad(logits, leaf, seed.to(logits.dtype))
+        (gradient,) = torch.autograd.grad(logits, leaf, one_hot_target(logits, target))
     return leaf.detach() * gradient
 
 
@@ -382,7 +418,7 @@ def compare_naive_autograd(
     )
 
 
-# --- zennit ----------------------------------------------------------------------------------------
+# --- zennit --------------------------------------------------------------------------------------
 
 
 def alpha1beta0_composite(zero_bias: bool = True) -> Composite:
