@@ -103,11 +103,13 @@ def test_bias_share_of_the_last_layer_matches_the_formula(gen) -> None:
 
 
 def test_positive_epsilon_absorbs_relevance(gen) -> None:
-    model = toy.random_mlp([5, 6, 4, 3], seed=5, bias=False)
+    # one linear unit: Σ_i R_i = z · z / (z + ε sign z), smaller in magnitude as ε grows
+    model = toy.random_mlp([5, 1], seed=5, bias=False)
     x = _inputs(8, 5, gen)
-    totals = [toy.lrp_naive(model, x, 1, epsilon=e).input.sum(1) for e in (0.0, 0.1, 1.0)]
-    explained = toy.lrp_naive(model, x, 1, epsilon=0.0).logits[:, 1]
-    torch.testing.assert_close(totals[0], explained)
+    totals = [toy.lrp_naive(model, x, 0, epsilon=e).input.sum(1) for e in (0.0, 0.1, 1.0)]
+    z = toy.lrp_naive(model, x, 0, epsilon=0.0).logits[:, 0]
+    torch.testing.assert_close(totals[0], z)
+    torch.testing.assert_close(totals[2], z * z / (z + torch.sign(z)))
     assert bool((totals[1].abs() < totals[0].abs()).all())
     assert bool((totals[2].abs() < totals[1].abs()).all())
 

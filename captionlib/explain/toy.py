@@ -119,7 +119,8 @@ def worked_example() -> tuple[ToyMLP, Tensor]:
 
 
 class TinyCNN(nn.Module):
-    """A small CNN classifier for chapter 6's heat maps (random weights unless trained).
+    """A small CNN classifier with random weights, to try zennit composites on a CNN without
+    the book's pretrained encoder (chapter 6; the tests use it).
 
     images (B, 3, S, S) → `features`: conv 3×3 → ReLU → max-pool → conv 3×3 → ReLU,
     (B, channels[1], S/2, S/2) → global max pool → linear → logits (B, classes).

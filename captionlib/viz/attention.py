@@ -201,7 +201,7 @@ def attention_grid(
         heat = upsample_attention(maps[index], pixels.shape[:2], upsample)
         _overlay(ax, pixels, heat)
         ax.set_title(word, fontsize=10, fontweight="bold")
-        label = f"max α = {maps[index].max():.3f}"
+        label = f"max α = {maps[index].max():.3g}"
         if betas is not None:
             label += f"\nβ = {betas[index]:.2f}"
         ax.set_xlabel(label, fontsize=8)
@@ -237,7 +237,7 @@ def head_grid(
     for ax, heat_grid, name in zip(axes, panels, names, strict=True):
         _overlay(ax, pixels, upsample_attention(heat_grid, pixels.shape[:2], upsample))
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"max α = {heat_grid.max():.3f}", fontsize=8)
+        ax.set_xlabel(f"max α = {heat_grid.max():.3g}", fontsize=8)
     text = (
         f'"{word}": α of each head, raw {side}×{side} grid, {upsample} upsampling, '
         f"no smoothing; {SCALE_NOTE}"
