@@ -4,7 +4,7 @@ Each module holds one concept and its docstring names the chapter that introduce
 Nothing here touches the network at import time.
 """
 
-from captionlib.utils import data_dir, select_device, seed_everything
+from captionlib.utils import data_dir, seed_everything, select_device
 
 __all__ = ["data_dir", "seed_everything", "select_device"]
 __version__ = "0.1.0"

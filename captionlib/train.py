@@ -3,7 +3,7 @@
 Captioners train with teacher forcing on cached encoder features (the encoder is frozen, as in
 the paper), with Adam, gradient values clamped, validation CIDEr after every epoch, model
 selection on it, and the learning rate multiplied by 0.8 after `patience` epochs without gain
-(PAPER.md §4). A run can checkpoint every epoch and resume from the last checkpoint.
+(book/method.md §4). A run can checkpoint every epoch and resume from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from captionlib.checkpoints import load_checkpoint, save_checkpoint
 
 @dataclass(frozen=True)
 class CaptionTrainConfig:
-    """Optimisation settings of captioner training (PAPER.md §4 values where they apply)."""
+    """Optimisation settings of captioner training (book/method.md §4 values where they apply)."""
 
     epochs: int = 8
     batch_size: int = 64

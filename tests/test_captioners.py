@@ -1,4 +1,4 @@
-"""Captioners A and B (PAPER.md §2–3): shapes, causality, α, step contract, LRP wiring."""
+"""Captioners A and B (book/method.md §2–3): shapes, causality, α, step contract, LRP wiring."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def relevance_total(model: Captioner, explain: bool, t: int = 4, word: int = 3) 
 @pytest.mark.parametrize("kind", KINDS)
 def test_relevance_is_conserved_in_lrp_mode(kind: str) -> None:
     """Biases zeroed, ε = 0: input × gradient sums to the explained logit only if every
-    operation on the relevance path is an LRP rule (PAPER.md §5)."""
+    operation on the relevance path is an LRP rule (book/method.md §5)."""
     model = make_model(kind)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -244,7 +244,7 @@ def adaptive_reference_step(
     state: tuple[Tensor, ...],
     sentinel_query: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """PAPER.md §2 written out from the weights; sentinel gate from h1_{t-1} or h1_t."""
+    """book/method.md §2 written out from the weights; sentinel gate from h1_{t-1} or h1_t."""
     h1, c1, h2, c2 = state
     values = torch.relu(features @ model.project.weight.T + model.project.bias)
     glob = torch.relu(features.mean(1) @ model.global_project.weight.T + model.global_project.bias)

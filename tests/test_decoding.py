@@ -1,4 +1,4 @@
-"""Greedy and beam search over the step() contract (PAPER.md §4)."""
+"""Greedy and beam search over the step() contract (book/method.md §4)."""
 
 from __future__ import annotations
 

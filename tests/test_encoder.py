@@ -1,4 +1,4 @@
-"""Encoders (PAPER.md §1): grid sizes, layer structure, grid helpers, the VGG16 option."""
+"""Encoders (book/method.md §1): grid sizes, layer structure, grid helpers, the VGG16 option."""
 
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ def test_padding_mask_and_bad_inputs() -> None:
     assert explanation.mask.tolist() == [[True, True, False], [True, True, True]]
     with pytest.raises(ValueError, match="method must be"):
         explain_gradients(model, ids, method="lime", images=images, encoder=encoder)
-    with pytest.raises(ValueError, match="needs images"):
+    with pytest.raises(ValueError, match="need images"):
         explain_gradients(model, ids, features=torch.zeros(2, GRID * GRID, CHANNELS))
 
 

@@ -116,34 +116,46 @@ def test_occluded_logits_equal_the_model_on_zeroed_features(kind):
     else:
         model = MultiHeadCaptioner(12, 5, embed_dim=6, hidden_dim=8, heads=2, head_dim=3)
     model.train()  # occluded_logits must switch dropout off and restore the mode
-    features = torch.rand(9, 5)
-    caption = torch.tensor([2, 5, 7, 4, 3])
-    occlude = torch.zeros(3, 9, dtype=torch.bool)
-    occlude[1, [0, 4]] = True
-    occlude[2] = True
-    result = summaries.occluded_logits(model, features, caption, occlude)
+    features = torch.rand(2, 9, 5)
+    captions = torch.tensor([[2, 5, 7, 4, 3], [2, 6, 3, 0, 0]])
+    occlude = torch.zeros(2, 3, 9, dtype=torch.bool)
+    occlude[:, 1, [0, 4]] = True
+    occlude[:, 2] = True
+    occlude[1, 1, 8] = True
+    result = summaries.occluded_logits(model, features, captions, occlude, batch_size=4)
+    assert result.logits.shape == (2, 3, 4)
     assert model.training
     model.eval()
     with torch.no_grad():
-        for row in range(3):
-            grid = features.clone()
-            grid[occlude[row]] = 0
-            logits = model(grid[None], caption[None]).logits[0]  # (K, V)
-            expected = logits.gather(1, caption[1:, None]).squeeze(1)
-            assert torch.allclose(result.logits[row], expected, atol=1e-6)
-            log_probs = logits.log_softmax(-1).gather(1, caption[1:, None]).squeeze(1)
-            assert torch.allclose(result.log_probs[row], log_probs, atol=1e-6)
-    assert not torch.allclose(result.logits[0], result.logits[2])
+        for image in range(2):
+            for row in range(3):
+                grid = features[image].clone()
+                grid[occlude[image, row]] = 0
+                caption = captions[image]
+                logits = model(grid[None], caption[None]).logits[0]  # (K, V)
+                expected = logits.gather(1, caption[1:, None]).squeeze(1)
+                assert torch.allclose(result.logits[image, row], expected, atol=1e-6)
+                log_probs = logits.log_softmax(-1).gather(1, caption[1:, None]).squeeze(1)
+                assert torch.allclose(result.log_probs[image, row], log_probs, atol=1e-6)
+    assert not torch.allclose(result.logits[0, 0], result.logits[0, 2])
 
-    scores = torch.rand(4, 9)
-    cells = summaries.top_cells(scores, 2)
-    effect = summaries.deletion_effect(model, features, caption, cells)
-    for step in range(4):
-        own = summaries.occluded_logits(model, features, caption, cells[step : step + 1]).logits
-        expected = (own[0, step] - result.logits[0, step]).item()
-        assert effect[step].item() == pytest.approx(expected, abs=1e-6)
+    cells = summaries.top_cells(torch.rand(2, 4, 9), 2)  # (B, K, N)
+    effect = summaries.deletion_effect(model, features, captions, cells)
+    assert effect.shape == (2, 4)
+    for image in range(2):
+        for step in range(4):
+            own = summaries.occluded_logits(
+                model,
+                features[image : image + 1],
+                captions[image : image + 1],
+                cells[image : image + 1, step : step + 1],
+            ).logits[0, 0, step]
+            expected = (own - result.logits[image, 0, step]).item()
+            assert effect[image, step].item() == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="one row per word"):
-        summaries.deletion_effect(model, features, caption, cells[:2])
+        summaries.deletion_effect(model, features, captions, cells[:, :2])
+    with pytest.raises(ValueError, match="occlude must be"):
+        summaries.occluded_logits(model, features, captions, occlude[:1])
 
 
 def test_top_cells_and_map_correlation():
@@ -155,3 +167,30 @@ def test_top_cells_and_map_correlation():
     assert summaries.map_correlation(maps[:1], 2 * maps[:1]).item() == pytest.approx(1.0)
     assert summaries.map_correlation(maps[:1], -maps[:1]).item() == pytest.approx(-1.0)
     assert math.isnan(summaries.map_correlation(maps, maps)[1].item())
+
+
+def test_object_deletion_effect_zeroes_the_cells_the_object_touches(split):
+    torch.manual_seed(1)
+    model = MultiHeadCaptioner(12, 5, embed_dim=6, hidden_dim=8, heads=2, head_dim=3).eval()
+    grid = (4, 4)
+    features = torch.rand(2, 16, 5)
+    captions = torch.tensor([[2, 4, 5, 6, 3], [2, 7, 8, 3, 0]])
+    words = [["a", "dog", "with", "ball"], ["dog", "boat", "<end>"]]  # image 12: no boat
+    image_ids = [3, 12]
+    records = summaries.object_word_mass(torch.rand(2, 4, 16), words, image_ids, split, grid)
+    assert [(r.caption, r.step) for r in records] == [(0, 1), (0, 3), (1, 0)]
+    effect = summaries.object_deletion_effect(
+        model, features, captions, records, split, image_ids, grid
+    )
+    for record, value in zip(records, effect, strict=True):
+        mask = summaries.object_mask(split, image_ids[record.caption], record.category)
+        cells = summaries.cell_coverage(mask, grid) > 0
+        rows = torch.stack([torch.zeros_like(cells), cells])[None]  # (1, 2, 16)
+        row = slice(record.caption, record.caption + 1)
+        logits = summaries.occluded_logits(model, features[row], captions[row], rows).logits
+        expected = float(logits[0, 1, record.step] - logits[0, 0, record.step])
+        assert float(value) == pytest.approx(expected, abs=1e-6)
+        assert expected != 0
+    assert summaries.object_deletion_effect(
+        model, features, captions, [], split, image_ids, grid
+    ).shape == (0,)

@@ -26,13 +26,14 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 
 from captionlib.models.base import Captioner
-from captionlib.models.decoding import beam_search
+from captionlib.models.decoding import beam_search, greedy
 from captionlib.models.encoder import to_grid
 
 PATCH = 4  # 8 px on 224 → 4 px on 112
 COUNT = 20
 FIRST_POSITION = 6
 WORDS_REMOVED = 3
+MAX_LENGTH = 20
 
 ProbabilityFn = Callable[[Tensor, Tensor], Tensor]  # (images, caption_ids) → (N, T−1)
 
@@ -106,12 +107,17 @@ def captioner_probabilities(model: Captioner, encoder: nn.Module) -> Probability
 def captioner_captions(
     model: Captioner, encoder: nn.Module, start_id: int, end_id: int, beam_size: int = 3
 ) -> Callable[[Tensor], list[list[int]]]:
-    """images (N, 3, H, W) → the beam-search caption of each, as token ids."""
+    """images (N, 3, H, W) → each image's new caption as token ids: beam search, or batched
+    greedy decoding for beam_size=1 (much faster on a CPU)."""
     cnn = getattr(encoder, "features", encoder)
 
     def captions(images: Tensor) -> list[list[int]]:
         with torch.no_grad():
-            decoded = beam_search(model, to_grid(cnn(images)), start_id, end_id, beam_size, 20)
+            grid = to_grid(cnn(images))
+        if beam_size == 1:
+            decoded = greedy(model, grid, start_id, end_id, MAX_LENGTH)
+        else:
+            decoded = beam_search(model, grid, start_id, end_id, beam_size, MAX_LENGTH)
         return [list(caption.token_ids) for caption in decoded]
 
     return captions
@@ -214,28 +220,33 @@ def word_ablation(
     from an Explanation ([b, t, i]: input word i for the word at position t + 1); mask:
     (B, T−1) True for real (non-padding) words. Returns "relevance" and "random" results.
     """
-    records: dict[str, list[tuple[int, int, float, float]]] = {"relevance": [], "random": []}
-    before_all = probability_fn(images, caption_ids)  # (B, T−1)
+    chosen: dict[str, list[Tensor]] = {"relevance": [], "random": []}
+    rows: list[tuple[int, int]] = []  # (caption b, position of the word)
     for b in range(caption_ids.shape[0]):
         for position in range(max(first_position, removed + 1), caption_ids.shape[1]):
-            step = position - 1
-            if not bool(mask[b, step]):
+            if not bool(mask[b, position - 1]):
                 continue
-            scores = word_relevance[b, step, 1:position]  # inputs 1 … position−1
-            chosen = {
-                "relevance": (torch.argsort(scores, descending=True, stable=True)[:removed] + 1),
-                "random": torch.randperm(position - 1, generator=generator)[:removed] + 1,
-            }
-            for name, positions in chosen.items():
-                shorter = remove_words(caption_ids[b], positions.tolist()).unsqueeze(0)
-                after = probability_fn(images[b : b + 1], shorter)[0, step - removed]
-                records[name].append((b, position, float(before_all[b, step]), float(after)))
+            scores = word_relevance[b, position - 1, 1:position]  # inputs 1 … position−1
+            order = torch.argsort(scores, descending=True, stable=True)
+            chosen["relevance"].append(order[:removed] + 1)
+            chosen["random"].append(torch.randperm(position - 1, generator=generator)[:removed] + 1)
+            rows.append((b, position))
+    table = torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
+    image_index, position = table[:, 0], table[:, 1]
+    before = probability_fn(images, caption_ids)[image_index, position - 1]  # (W,)
     results = {}
-    for name, rows in records.items():
-        table = torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
-        results[name] = WordAblation(
-            name, table[:, 0].long(), table[:, 1].long(), table[:, 2], table[:, 3]
-        )
+    for name, removals in chosen.items():
+        after = torch.zeros(len(rows), dtype=before.dtype)
+        if rows:
+            shorter = torch.stack(
+                [
+                    remove_words(caption_ids[b], positions.tolist())
+                    for (b, _), positions in zip(rows, removals, strict=True)
+                ]
+            )  # (W, T − removed)
+            probabilities = probability_fn(images[image_index], shorter)  # (W, T − removed − 1)
+            after = probabilities[torch.arange(len(rows)), position - 1 - removed]
+        results[name] = WordAblation(name, image_index, position, before, after)
     return results
 
 

@@ -3,7 +3,7 @@
     explain(model, encoder, images, caption_ids=None, method="lrp", **options)
 
 explains every word of B captions and returns an `Explanation`. Without caption_ids the
-model's own caption is explained: beam search (beam 3, PAPER.md §4), re-run with teacher
+model's own caption is explained: beam search (beam 3, book/method.md §4), re-run with teacher
 forcing. Methods live in the registry `METHODS` (name → function); later chapters add
 theirs with `register_method`. A method function is called as
 

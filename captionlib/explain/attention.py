@@ -1,4 +1,4 @@
-"""The attention baseline: α maps as explanations (chapter 5, PAPER.md §6).
+"""The attention baseline: α maps as explanations (chapter 5, book/method.md §6).
 
 For every word the model's own attention weights over the N = h·w grid locations,
 reshaped to the grid and upsampled to the image size. Nearest-neighbour upsampling by

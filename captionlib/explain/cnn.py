@@ -5,7 +5,7 @@ Stage 2 pushes it through the CNN with zennit. zennit propagates relevance *as* 
 gradient: the relevance at the CNN output is passed as `grad_outputs` and the "gradient"
 that arrives at the image is the pixel relevance (no multiplication by the input).
 
-The paper's CNN rules (PAPER.md §5) are `paper_composite()`:
+The paper's CNN rules (book/method.md §5) are `paper_composite()`:
 
 - every convolution: α1β0 without bias, for signed inputs. z⁺_j = Σ_i x_i⁺ w_ji⁺ + x_i⁻ w_ji⁻
   (positive inputs with positive weights *and* negative inputs with negative weights, both

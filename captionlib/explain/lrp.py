@@ -2,7 +2,7 @@
 
 Stage 1 explains the decoder: the caption is teacher-forced through the model's own
 `forward` inside `rules.lrp_mode(...)`, word t+1 is explained at step t starting from its
-logit (PAPER.md §5), and the relevance of the encoder features F and of every input word
+logit (book/method.md §5), and the relevance of the encoder features F and of every input word
 embedding is input × gradient. Stage 2 (`captionlib.explain.cnn`) pushes R(F) through the
 CNN down to the pixels with zennit.
 
@@ -270,7 +270,7 @@ def explain_lrp(
     pad_id: int | None = Vocabulary.PAD_ID,
     replicate: bool = False,
 ) -> Explanation:
-    """LRP for every word of B captions (PAPER.md §5; chapter 7).
+    """LRP for every word of B captions (book/method.md §5; chapter 7).
 
     model: captioner A or B; caption_ids: (B, T) teacher-forced captions (<start> first).
     Give either images (B, 3, H, W) and the encoder (its `.features` CNN, or the CNN

@@ -2,7 +2,7 @@
 
 Everything here is written out with plain tensor operations and no autograd: the forward
 pass is recomputed from the model's parameters, and relevance is passed back one word at a
-time, one time step at a time, one layer at a time, with the rules of PAPER.md §5:
+time, one time step at a time, one layer at a time, with the rules of book/method.md §5:
 
 - linear layer z = W x + b: ε-rule R_i = Σ_j x_i w_ji / (z_j + ε·sign(z_j)) · R_j (the bias
   keeps its share); a sum z = a + b + …: the same rule with identity weights;
@@ -147,7 +147,7 @@ class _AdaptiveStep:
 def _adaptive_forward(
     model: AdaptiveAttentionCaptioner, features: Tensor, caption_ids: Tensor
 ) -> tuple[dict[str, Tensor], list[_AdaptiveStep]]:
-    """Recompute captioner A's forward (PAPER.md §2) from its parameters."""
+    """Recompute captioner A's forward (book/method.md §2) from its parameters."""
     pre_values = features @ model.project.weight.T + model.project.bias  # (B, N, H)
     values = torch.relu(pre_values)
     pooled = features.mean(1)  # (B, C)
@@ -260,7 +260,7 @@ class _MultiHeadStep:
 def _multihead_forward(
     model: MultiHeadCaptioner, features: Tensor, caption_ids: Tensor
 ) -> tuple[dict[str, Tensor], list[_MultiHeadStep]]:
-    """Recompute captioner B's forward (PAPER.md §3) from its parameters."""
+    """Recompute captioner B's forward (book/method.md §3) from its parameters."""
     batch, locations, _ = features.shape
     heads, head_dim = model.heads, model.head_dim
     pre_values = features @ model.project.weight.T + model.project.bias  # (B, N, H)

@@ -4,7 +4,7 @@ Every operation here computes exactly the ordinary forward value. Outside an exp
 it is the plain PyTorch operation, with plain gradients. Inside `lrp_mode(...)` its
 backward is modified so that, after one ordinary backward pass, the relevance of any
 tensor `x` on the relevance path is `x * x.grad` ("gradient × input"). The modifications
-(PAPER.md §5):
+(book/method.md §5):
 
 - `linear`, `add`, `mean`: ε-rule, R_i = x_i w_ji / (z_j + ε·sign(z_j)) · R_j; the bias
   absorbs its share. In gradient form: multiply the incoming gradient by z / (z + ε sign z)
@@ -44,7 +44,7 @@ class LRPConfig:
     attention: "constant" (the paper's rule) or "attnlrp" (captioner B only).
     head: explain only this attention head (None: all heads jointly).
     gradient_only: keep true gradients everywhere except that gates and attention weights
-        are constants (the authors' "modified gradients", PAPER.md §6; chapter 8).
+        are constants (the authors' "modified gradients", book/method.md §6; chapter 8).
     """
 
     epsilon: float = 0.01
@@ -76,7 +76,7 @@ def lrp_mode(
 
 @contextlib.contextmanager
 def constant_gates_mode(head: int | None = None) -> Iterator[LRPConfig]:
-    """True gradients, but gates, α and β treated as constants (PAPER.md §6, chapter 8)."""
+    """True gradients, but gates, α and β treated as constants (book/method.md §6, chapter 8)."""
     token = _ACTIVE.set(LRPConfig(epsilon=0.0, head=head, gradient_only=True))
     try:
         yield _ACTIVE.get()

@@ -11,8 +11,9 @@ measured numbers:
 - `sign_shares`: how much of a map's |R| is positive and how much negative;
 - `word_share`, `word_class`, `mean_by_class`: how much relevance an explained word draws
   from the preceding words rather than the image, by kind of word;
-- `occluded_logits`, `deletion_effect`: what the model's logits do when grid locations of
-  the encoder output F are set to zero (the model run on features, no explanation rule);
+- `occluded_logits`, `deletion_effect`, `object_deletion_effect`: what the model's logits
+  do when grid locations of the encoder output F are set to zero (the model run on
+  features, no explanation rule);
 - `map_correlation`: Pearson correlation of two maps of the same word.
 
 Explainers return raw tensors (`captionlib.explain.lrp.Explanation`); nothing here
@@ -228,9 +229,10 @@ def mean_by_class(values: Tensor, words: Sequence[Sequence[str]]) -> dict[str, t
 
 @dataclass
 class OcclusionResult:
-    """Teacher-forced scores of a caption's words under P occlusions, each (P, K).
+    """Teacher-forced scores of the caption words under P occlusions, each (B, P, K).
 
-    logits: the logit of each caption word; log_probs: its log-probability.
+    logits: the logit of each caption word; log_probs: its log-probability. Entries for
+    padding positions are computed but meaningless (mask them with `Explanation.mask`).
     """
 
     logits: Tensor
@@ -239,36 +241,60 @@ class OcclusionResult:
 
 @torch.no_grad()
 def occluded_logits(
-    model: Captioner, features: Tensor, caption_ids: Tensor, occlude: Tensor
+    model: Captioner,
+    features: Tensor,
+    caption_ids: Tensor,
+    occlude: Tensor,
+    batch_size: int = 1024,
 ) -> OcclusionResult:
-    """Run the captioner on one image's features with locations set to zero.
+    """Run the captioner on features with some grid locations set to zero.
 
-    features: (N, C) the encoder grid of one image; caption_ids: (T,) the caption, <start>
-    first; occlude: (P, N) bool, row p zeroes F_k wherever occlude[p, k]. Returns the
-    caption words' logits and log-probabilities, (P, K) with K = T − 1. A row of all False
-    gives the unoccluded model; a row of all True a model that sees no image content (its
-    projected features fall back to ReLU of the biases).
+    features: (B, N, C) encoder grids; caption_ids: (B, T) captions, <start> first;
+    occlude: (B, P, N) bool, row p of image b zeroes F_k wherever occlude[b, p, k]. Returns
+    the caption words' logits and log-probabilities, (B, P, K) with K = T − 1. A row of all
+    False gives the unoccluded model; a row of all True a model that sees no image content
+    (its projected features fall back to ReLU of the biases). The B·P runs go through the
+    model `batch_size` at a time, in eval mode (restored afterwards).
     """
-    if features.dim() != 2 or caption_ids.dim() != 1:
+    if features.dim() != 3 or caption_ids.dim() != 2 or occlude.dim() != 3:
         raise ValueError(
-            f"features must be (N, C) and caption_ids (T,), got {tuple(features.shape)} and "
-            f"{tuple(caption_ids.shape)}"
+            f"features must be (B, N, C), caption_ids (B, T), occlude (B, P, N); got "
+            f"{tuple(features.shape)}, {tuple(caption_ids.shape)}, {tuple(occlude.shape)}"
         )
-    if occlude.dim() != 2 or occlude.shape[1] != features.shape[0]:
-        raise ValueError(f"occlude must be (P, {features.shape[0]}), got {tuple(occlude.shape)}")
+    batch, locations, _ = features.shape
+    if (
+        caption_ids.shape[0] != batch
+        or occlude.shape[0] != batch
+        or (occlude.shape[2] != locations)
+    ):
+        raise ValueError(
+            f"occlude must be ({batch}, P, {locations}) and caption_ids ({batch}, T); got "
+            f"{tuple(occlude.shape)} and {tuple(caption_ids.shape)}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parameter = next(model.parameters())
+    rows = occlude.shape[1]
+    keep = (~occlude.reshape(batch * rows, locations)).to(parameter.device, parameter.dtype)
+    images = torch.arange(batch).repeat_interleave(rows)  # (B·P,) image of each run
+    grid = features.to(device=parameter.device, dtype=parameter.dtype)
+    captions = caption_ids.to(parameter.device)
+    logits, log_probs = [], []
     was_training = model.training
     model.eval()
     try:
-        keep = (~occlude.to(parameter.device)).to(parameter.dtype).unsqueeze(-1)  # (P, N, 1)
-        grid = features.to(device=parameter.device, dtype=parameter.dtype).unsqueeze(0) * keep
-        captions = caption_ids.to(parameter.device).unsqueeze(0).expand(len(occlude), -1)
-        logits = model(grid, captions).logits  # (P, K, V)
+        for start in range(0, batch * rows, batch_size):
+            chunk = images[start : start + batch_size]  # (R,)
+            occluded = grid[chunk] * keep[start : start + batch_size].unsqueeze(-1)  # (R, N, C)
+            output = model(occluded, captions[chunk]).logits  # (R, K, V)
+            logits.append(explained_logits(output, captions[chunk]))
+            log_probs.append(explained_logits(output.log_softmax(-1), captions[chunk]))
     finally:
         model.train(was_training)
+    steps = caption_ids.shape[1] - 1
     return OcclusionResult(
-        logits=explained_logits(logits, captions),
-        log_probs=explained_logits(logits.log_softmax(-1), captions),
+        logits=torch.cat(logits).view(batch, rows, steps),
+        log_probs=torch.cat(log_probs).view(batch, rows, steps),
     )
 
 
@@ -283,18 +309,58 @@ def top_cells(scores: Tensor, count: int) -> Tensor:
 def deletion_effect(
     model: Captioner, features: Tensor, caption_ids: Tensor, occlude: Tensor
 ) -> Tensor:
-    """Logit change of each word when its own cells are zeroed: (K,) = occluded − original.
+    """Logit change of each word when its own cells are zeroed: (B, K) = occluded − original.
 
-    features (N, C), caption_ids (T,), occlude (K, N) bool: row t says which cells to zero
-    when word t is scored (e.g. `top_cells` of word t's map). Negative: the word lost
+    features (B, N, C), caption_ids (B, T), occlude (B, K, N) bool: row t says which cells to
+    zero when word t is scored (e.g. `top_cells` of word t's map). Negative: the word lost
     support.
     """
-    steps = caption_ids.shape[0] - 1
-    if occlude.shape[0] != steps:
-        raise ValueError(f"occlude must have one row per word ({steps}), got {occlude.shape[0]}")
-    rows = torch.cat([torch.zeros_like(occlude[:1]), occlude])  # (1 + K, N)
-    logits = occluded_logits(model, features, caption_ids, rows).logits  # (1 + K, K)
-    return logits[1:].diagonal() - logits[0]
+    steps = caption_ids.shape[1] - 1
+    if occlude.dim() != 3 or occlude.shape[1] != steps:
+        raise ValueError(
+            f"occlude must be (B, {steps}, N), one row per word; got {tuple(occlude.shape)}"
+        )
+    rows = torch.cat([torch.zeros_like(occlude[:, :1]), occlude], dim=1)  # (B, 1 + K, N)
+    logits = occluded_logits(model, features, caption_ids, rows).logits  # (B, 1 + K, K)
+    return logits[:, 1:].diagonal(dim1=1, dim2=2) - logits[:, 0]
+
+
+def object_deletion_effect(
+    model: Captioner,
+    features: Tensor,
+    caption_ids: Tensor,
+    records: Sequence[ObjectWordMass],
+    split: CocoSplit,
+    image_ids: Sequence[int],
+    grid_size: tuple[int, int],
+) -> Tensor:
+    """Logit change of each object word when its object is removed: (len(records),).
+
+    features (B, N, C), caption_ids (B, T) and image_ids (B) as given to
+    `object_word_mass`, which made the records. For each record every grid cell the
+    object's mask touches is zeroed and the word re-scored (occluded − original; negative:
+    the word lost support). Only the captions with records run, one row per record.
+    """
+    if not records:
+        return torch.zeros(0, dtype=torch.float64)
+    by_caption: dict[int, list[int]] = {}
+    for index, record in enumerate(records):
+        by_caption.setdefault(record.caption, []).append(index)
+    rows = list(by_caption)
+    occlude = torch.zeros(
+        len(rows), 1 + max(map(len, by_caption.values())), features.shape[1], dtype=torch.bool
+    )  # (captions with records, 1 + most records per caption, N); row 0: nothing zeroed
+    for slot, caption in enumerate(rows):
+        for offset, index in enumerate(by_caption[caption], start=1):
+            mask = object_mask(split, int(image_ids[caption]), records[index].category)
+            occlude[slot, offset] = cell_coverage(mask, grid_size) > 0
+    logits = occluded_logits(model, features[rows], caption_ids[rows], occlude).logits
+    effect = torch.zeros(len(records), dtype=torch.float64)
+    for slot, caption in enumerate(rows):
+        for offset, index in enumerate(by_caption[caption], start=1):
+            step = records[index].step
+            effect[index] = float(logits[slot, offset, step] - logits[slot, 0, step])
+    return effect
 
 
 def map_correlation(first: Tensor, second: Tensor) -> Tensor:

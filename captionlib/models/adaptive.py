@@ -1,4 +1,4 @@
-"""Captioner A: adaptive attention with a visual sentinel (chapter 3, PAPER.md §2).
+"""Captioner A: adaptive attention with a visual sentinel (chapter 3, book/method.md §2).
 
 Lu et al. (2017), "Knowing When to Look", between an attention LSTM and a language LSTM.
 Per step t, with V_k = ReLU(W_p F_k + b_p) and ḡ = ReLU(W_a · mean_k F_k + b_a):
@@ -35,7 +35,7 @@ from captionlib.models.lstm import LSTMCell
 
 
 class AdaptiveAttentionCaptioner(Captioner):
-    """Captioner A (PAPER.md §2); state = (h1, c1, h2, c2), each (B, hidden_dim).
+    """Captioner A (book/method.md §2); state = (h1, c1, h2, c2), each (B, hidden_dim).
 
     vocab_size: words incl. special tokens; feature_dim: C of the encoder grid (B, N, C);
     embed_dim, hidden_dim, attention_dim: widths of E(w), the LSTMs (and V, s, ĉ), and the

@@ -38,7 +38,7 @@ class StepOutput:
     beta: (B,) share of the visual sentinel (captioner A), or None.
     readout: the two terms whose sum the output layer maps to the logits, (ĉ_t, h2_t) for
         captioner A and (â_t, h_t) for captioner B, each (B, D); LRP-inference fine-tuning
-        re-weights them (PAPER.md §8). None for models without this structure.
+        re-weights them (book/method.md §8). None for models without this structure.
     """
 
     logits: Tensor

@@ -1,4 +1,4 @@
-"""CNN encoders that turn an image into a grid of features F (chapter 2, PAPER.md §1).
+"""CNN encoders that turn an image into a grid of features F (chapter 2, book/method.md §1).
 
 - `SmallVGG`: the book's VGG-style encoder for 112×112 ShapeWorld images. Blocks of
   (3×3 conv → ReLU), a 2×2 max-pool after each of the first three blocks and a final block

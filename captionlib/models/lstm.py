@@ -12,7 +12,7 @@ operations of `captionlib.explain.rules`:
 
 Outside `rules.lrp_mode()` this is an ordinary LSTM cell with ordinary gradients. Inside it,
 relevance follows the cell-candidate path and the recurrent cell state ("signal-take-all",
-PAPER.md §5), with one ε-rule over the whole pre-activation as in the paper.
+book/method.md §5), with one ε-rule over the whole pre-activation as in the paper.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Captioner B: multi-head dot-product attention (chapter 4, PAPER.md §3).
+"""Captioner B: multi-head dot-product attention (chapter 4, book/method.md §3).
 
 A single LSTM queries the projected features with H heads and a gated linear unit mixes
 the context with the hidden state (much simpler than AoANet: no refiner, no layer norm):
@@ -28,7 +28,7 @@ from captionlib.models.lstm import LSTMCell
 
 
 class MultiHeadCaptioner(Captioner):
-    """Captioner B (PAPER.md §3); state = (h, c), each (B, hidden_dim).
+    """Captioner B (book/method.md §3); state = (h, c), each (B, hidden_dim).
 
     vocab_size: words incl. special tokens; feature_dim: C of the encoder grid (B, N, C);
     embed_dim, hidden_dim: widths of E(w) and of the LSTM (and V, â); heads, head_dim: the

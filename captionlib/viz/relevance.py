@@ -11,7 +11,7 @@ Explainers return raw relevance; normalisation happens here and every figure say
 diverging map centred at 0 (red: supports the explained word, blue: opposes it). A few
 pixels often carry very large relevance, so the colour scale is ± a high percentile of |R|
 (`normalize_symmetric`, 99.5 by default) and larger values saturate. Preceding-word
-relevance is normalised per explained word by max_i |r_i| (PAPER.md §5).
+relevance is normalised per explained word by max_i |r_i| (book/method.md §5).
 """
 
 from __future__ import annotations
