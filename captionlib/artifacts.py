@@ -56,10 +56,14 @@ def cached(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary shared files
     try:
         build(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(dict(config), sort_keys=True, indent=2))
-        if target.exists():  # another process finished first, or a stale partial folder
+        if (target / CONFIG_FILE).is_file():  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        if target.exists():  # a stale folder without its config file: never complete
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:

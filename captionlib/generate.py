@@ -15,6 +15,7 @@ from torch import Tensor
 from captionlib.data.vocab import Vocabulary
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption, beam_search, greedy, remove_bad_endings
+from captionlib.utils import torch_threads
 
 
 def decode_features(
@@ -25,9 +26,12 @@ def decode_features(
     max_length: int = 16,
     batch_size: int = 100,
 ) -> list[DecodedCaption]:
-    """Decode every row of features (num_images, N, C); beam 1 is greedy decoding."""
+    """Decode every row of features (num_images, N, C); beam 1 is greedy decoding.
+
+    Decoding runs with one PyTorch thread (see `captionlib.utils.torch_threads`).
+    """
     decoded: list[DecodedCaption] = []
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(1):
         for chunk in features.split(batch_size):
             if beam_size == 1:
                 decoded += greedy(model, chunk, Vocabulary.START_ID, Vocabulary.END_ID, max_length)

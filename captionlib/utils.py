@@ -6,8 +6,10 @@ is there and the CPU otherwise; `data_dir` says where generated data and caches 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +46,20 @@ def data_dir() -> Path:
     root = Path(os.environ.get("CAPTIONLIB_DATA", _REPO_ROOT / "data"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` PyTorch intra-op threads, then restore the setting.
+
+    Step-by-step decoding works on tiny tensors (one image's beams at a time), where the
+    thread pool costs more than it gains; `captionlib.generate` decodes with one thread.
+    """
+    if count < 1:
+        raise ValueError(f"thread count must be >= 1, got {count}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

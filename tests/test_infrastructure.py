@@ -107,3 +107,14 @@ def test_absent_object_mentions_on_known_captions(tiny_coco: dict[str, Path]) ->
     assert report.absent_mention_share == pytest.approx(2 / 6)
     with pytest.raises(ValueError, match="no predictions"):
         absent_object_mentions({}, split, words)
+
+
+def test_torch_threads_restores_setting() -> None:
+    from captionlib.utils import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="thread count"), torch_threads(0):
+        pass
