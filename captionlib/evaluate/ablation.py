@@ -1,5 +1,5 @@
 """Does removing what an explanation points at change the prediction? Ablation (chapter 9,
-PAPER.md §7).
+book/method.md §7).
 
 Image ablation: for a word, rank the image's patches by the explanation's summed score,
 set the top `count` patches to the dataset mean and ask again: is the word still in the

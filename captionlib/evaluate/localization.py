@@ -1,4 +1,6 @@
-"""Do explanations point at the object a word names? Localisation scores (chapter 9, PAPER.md §7).
+"""Do explanations point at the object a word names? Localisation scores (chapter 9).
+
+The scores of book/method.md §7.
 
 For a word that names an object category, its explanation map is turned into a
 non-negative heatmap H in [0, 1] (`positive_heatmap`: mean over RGB of max(R, 0), divided

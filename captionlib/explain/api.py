@@ -120,3 +120,12 @@ def explain(
         pad_id=pad_id,
         **options,
     )
+
+
+def _register_builtin_methods() -> None:
+    from captionlib.explain.gradients import register_gradient_methods
+
+    register_gradient_methods()
+
+
+_register_builtin_methods()

@@ -1,5 +1,5 @@
 """Gradient explanations of every caption word: gradient, gradient × input, guided
-backprop, Grad-CAM and guided Grad-CAM (chapter 8, PAPER.md §6).
+backprop, Grad-CAM and guided Grad-CAM (chapter 8, book/method.md §6).
 
 The target of word t is its logit at step t with the caption teacher-forced, as for LRP.
 Every method needs the gradient of that logit with respect to the pixels, the encoder's
@@ -18,7 +18,7 @@ with ONE forward pass of CNN and decoder and ONE vectorised backward pass
   upsampled to the image (nearest by default).
 - "guided_gradcam": guided backprop ⊙ the upsampled ReLU'd Grad-CAM map.
 
-Word explanations (PAPER.md §6): the relevance of input word i for word t is
+Word explanations (book/method.md §6): the relevance of input word i for word t is
 Σ_d ∂y_t/∂E(w_i)_d; for gradient × input Σ_d E(w_i)_d ∂y_t/∂E(w_i)_d.
 
 `constant_attention=True` gives the paper's *modified* gradients: the attention weights
@@ -63,25 +63,11 @@ def constant_attention_mode() -> Iterator[None]:
     """Inside the block the models' attention weights and gates are constants in the backward
     pass (forward values unchanged); linear layers and tanh keep their true gradients.
 
-    Swaps `rules.softmax`, `rules.attend` and `rules.gate` for detaching versions and
-    restores them on exit. Not thread-safe; meant for one explanation at a time.
+    The authors' "modified gradients" (book/method.md §6), through
+    `captionlib.explain.rules.constant_gates_mode`.
     """
-    softmax, attend, gate = rules.softmax, rules.attend, rules.gate
-
-    def constant_softmax(scores: Tensor, dim: int = -1) -> Tensor:
-        return softmax(scores, dim=dim).detach()
-
-    def constant_attend(alpha: Tensor, values: Tensor) -> Tensor:
-        return attend(alpha.detach(), values)
-
-    def constant_gate(gate_value: Tensor, signal: Tensor) -> Tensor:
-        return gate(gate_value.detach(), signal)
-
-    rules.softmax, rules.attend, rules.gate = constant_softmax, constant_attend, constant_gate
-    try:
+    with rules.constant_gates_mode():
         yield
-    finally:
-        rules.softmax, rules.attend, rules.gate = softmax, attend, gate
 
 
 # --- guided backprop -----------------------------------------------------------------------------

@@ -373,16 +373,16 @@ def map_correlation(first: Tensor, second: Tensor) -> Tensor:
 
 def summarize_mass(
     records: Mapping[str, Sequence[ObjectWordMass]],
-) -> dict[str, dict[str, float]]:
-    """{method: records} → {method: {"words", "mean mass on object", "mean object area",
-    "mass > area"}}: a table row per method (NaN masses left out)."""
-    table = {}
+) -> dict[str, dict[str, float | int]]:
+    """{method: records} → {method: {"words" (count), "mean mass on object", "mean object
+    area", "mass > area" (share of words)}}: a table row per method (NaN masses left out)."""
+    table: dict[str, dict[str, float | int]] = {}
     for name, rows in records.items():
         kept = [row for row in rows if row.mass == row.mass]
         if not kept:
             raise ValueError(f"no object words with a defined mass for {name!r}")
         table[name] = {
-            "words": float(len(kept)),
+            "words": len(kept),
             "mean mass on object": sum(row.mass for row in kept) / len(kept),
             "mean object area": sum(row.area for row in kept) / len(kept),
             "mass > area": sum(row.mass > row.area for row in kept) / len(kept),

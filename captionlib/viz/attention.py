@@ -7,7 +7,7 @@
     sentinel_plot(words, decoded.beta)                           # β per word
     channel_grid(image, feature_map, channels=[0, 5, 9])         # encoder channels (ch. 2)
 
-Shown honestly (PAPER.md §6): the raw g×g grid is upsampled to the image size, by default
+Shown honestly (book/method.md §6): the raw g×g grid is upsampled to the image size, by default
 with nearest neighbours so every grid cell stays a visible block, and never smoothed. Each
 panel's colour scale runs from 0 to that panel's own maximum, which the panel states, so
 panels show *where* a map is high, not how high it is compared with the other panels.
