@@ -15,7 +15,6 @@ from torch import Tensor
 from captionlib.data.vocab import Vocabulary
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption, beam_search, greedy, remove_bad_endings
-from captionlib.utils import torch_threads
 
 
 def decode_features(
@@ -28,10 +27,10 @@ def decode_features(
 ) -> list[DecodedCaption]:
     """Decode every row of features (num_images, N, C); beam 1 is greedy decoding.
 
-    Decoding runs with one PyTorch thread (see `captionlib.utils.torch_threads`).
+    Decoding runs with one PyTorch thread (see `captionlib.models.decoding`).
     """
     decoded: list[DecodedCaption] = []
-    with torch.no_grad(), torch_threads(1):
+    with torch.no_grad():
         for chunk in features.split(batch_size):
             if beam_size == 1:
                 decoded += greedy(model, chunk, Vocabulary.START_ID, Vocabulary.END_ID, max_length)

@@ -22,6 +22,7 @@ import torch.nn.functional as functional
 from torch import Tensor
 
 from captionlib.models.base import Captioner
+from captionlib.utils import torch_threads
 
 BAD_ENDINGS = (
     "a", "an", "the", "with", "of", "on", "in", "and", "to", "next", "above", "below", "near", "at"
@@ -40,10 +41,12 @@ class DecodedCaption:
 
 @contextlib.contextmanager
 def _eval_no_grad(model: Captioner) -> Iterator[None]:
+    """Eval mode, no autograd, and one CPU thread: decoding steps work on tiny tensors, where
+    PyTorch's thread pool costs more than it gains."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(1):
             yield
     finally:
         model.train(was_training)

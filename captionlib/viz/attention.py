@@ -260,7 +260,7 @@ def sentinel_plot(words: Sequence[str], beta: Array, title: str | None = None) -
     ax.set_ylabel("β (share of the sentinel)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(
-        title or "β per word: high = the word comes from the language model, not the image",
+        title or "β per word: the share of the context vector taken from the sentinel",
         fontsize=9,
     )
     figure.tight_layout()
