@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff check captionlib tests benchmarks
 	$(BIN)/ruff format --check captionlib tests benchmarks
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 notebooks
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=1800 notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix captionlib tests benchmarks

@@ -93,8 +93,14 @@ def test_correlation_statement_splits_at_threshold() -> None:
     rows = {"guided_backprop": {"random captioner": 0.91}, "lrp": {"random captioner": 0.05}}
     text = ev.correlation_statement(rows, "random captioner")
     assert text == (
-        "With random captioner, the maps of guided backprop (0.91) keep a mean rank correlation "
-        "of at least 0.5 with the trained model's; LRP (0.05) stay below."
+        "After randomisation (random captioner), the maps of guided backprop (0.91) keep a mean "
+        "rank correlation of at least 0.5 with the trained model's; the others stay below it: "
+        "LRP (0.05)."
+    )
+    low = ev.correlation_statement({"lrp": {"c": 0.1}, "attention": {"c": 0.2}}, "c")
+    assert low == (
+        "After randomisation (c), every method's mean rank correlation is below 0.5: "
+        "LRP (0.10) and attention (0.20)."
     )
     with pytest.raises(ValueError, match="missing for lrp"):
         ev.correlation_statement({"lrp": {}}, "random captioner")

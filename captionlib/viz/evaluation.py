@@ -61,6 +61,11 @@ def _values(values: Array, name: str) -> np.ndarray:
     return array
 
 
+def _standard_error(values: np.ndarray) -> float:
+    # sample standard deviation (n − 1, as torch.std) / √n; 0 for a single value
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else 0.0
+
+
 def _check_settings(settings: Mapping[str, Mapping[str, object]], name: str) -> None:
     if not settings:
         raise ValueError(f"{name} is empty: pass {{setting: {{method: ...}}}}")
@@ -263,8 +268,8 @@ def compare_with_baseline(
 
     drops: setting → method → (W,) drop per ablated word, `baseline` included. A method is
     "clearly above" the baseline when its mean drop exceeds the baseline's by more than
-    `standard_errors` × √(se_method² + se_baseline²), with se = std / √W; "clearly below"
-    symmetrically; otherwise "within" it.
+    `standard_errors` × √(se_method² + se_baseline²), with se = std / √W (std with W − 1);
+    "clearly below" symmetrically; otherwise "within" it.
     """
     if standard_errors < 0:
         raise ValueError(f"standard_errors must be ≥ 0, got {standard_errors}")
@@ -279,7 +284,7 @@ def compare_with_baseline(
             if method == baseline:
                 continue
             own = _values(values, f"drops[{setting!r}][{method!r}]")
-            error = math.hypot(own.std() / math.sqrt(own.size), base.std() / math.sqrt(base.size))
+            error = math.hypot(_standard_error(own), _standard_error(base))
             gap = own.mean() - base.mean()
             key = (
                 "above"
@@ -328,10 +333,11 @@ def correlation_statement(
         for m, row in table.items()
         if row[column] < threshold
     ]
-    text = f"With {column}, "
-    if kept:
-        text += f"the maps of {_join(kept)} keep a mean rank correlation of at least {threshold:g}"
-        text += f" with the trained model's; {_join(changed)} stay below." if changed else "."
-    else:
-        text += f"every method's maps fall below a correlation of {threshold:g}: {_join(changed)}."
-    return text
+    text = f"After randomisation ({column}), "
+    if not kept:
+        return (
+            text + f"every method's mean rank correlation is below {threshold:g}: {_join(changed)}."
+        )
+    text += f"the maps of {_join(kept)} keep a mean rank correlation of at least {threshold:g}"
+    text += " with the trained model's"
+    return text + (f"; the others stay below it: {_join(changed)}." if changed else ".")
