@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,11 +33,16 @@ from captionlib.data.coco import (
     load_coco_split,
     load_image,
     objects_in_image,
+    references,
 )
-from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld
+from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld, object_words
 from captionlib.data.vocab import Vocabulary
+from captionlib.evaluate.captions import score_captions
+from captionlib.evaluate.objects import ObjectMentionReport, absent_object_mentions
+from captionlib.generate import caption_features, caption_text, decode_features
 from captionlib.models.adaptive import AdaptiveAttentionCaptioner
 from captionlib.models.base import Captioner
+from captionlib.models.decoding import DecodedCaption
 from captionlib.models.encoder import MultiLabelHead, SmallVGG, to_grid
 from captionlib.models.multihead import MultiHeadCaptioner
 from captionlib.train import (
@@ -275,9 +280,6 @@ def new_captioner(kind: str, vocab_size: int, feature_dim: int) -> Captioner:
 
 def trained_captioner(kind: str, seed: int = 0, progress: bool = True) -> TrainedCaptioner:
     """Build-or-load the book's captioner `kind` ("adaptive" or "multihead")."""
-    from captionlib.evaluate.captions import score_captions
-    from captionlib.generate import caption_features
-
     key = captioner_key(kind, seed)
     vocab = vocabulary()
     config = CaptionTrainConfig(
@@ -331,3 +333,36 @@ def trained_captioner(kind: str, seed: int = 0, progress: bool = True) -> Traine
     model.eval()
     history = TrainHistory(**json.loads((folder / "history.json").read_text()))
     return TrainedCaptioner(model, vocab, history, kind, folder)
+
+
+class CaptionerEvaluation(NamedTuple):
+    """A captioner's beam-search captions of a split and their scores (chapters 3–4)."""
+
+    decoded: list[DecodedCaption]
+    captions: dict[int, str]
+    scores: dict[str, float]  # caption metrics + "names absent object"
+    report: ObjectMentionReport
+
+
+def evaluate_captioner(
+    trained: TrainedCaptioner, split_name: str, beam_size: int = 3
+) -> CaptionerEvaluation:
+    """Caption a ShapeWorld split (beam search, bad endings removed) and score it: BLEU,
+    METEOR (when Java is present), ROUGE-L, CIDEr-D and the share of captions naming an
+    absent object."""
+    split = shapeworld_splits()[split_name]
+    decoded = decode_features(
+        trained.model,
+        encoder_features(split_name),
+        trained.vocabulary,
+        beam_size=beam_size,
+        max_length=CAPTION_TRAINING.max_length,
+    )
+    captions = {
+        image_id: caption_text(caption, trained.vocabulary)
+        for image_id, caption in zip(split.image_ids, decoded, strict=True)
+    }
+    scores = score_captions(captions, references(split), metrics="default", tokenizer="auto")
+    report = absent_object_mentions(captions, split, object_words)
+    scores["names absent object"] = report.absent_caption_share
+    return CaptionerEvaluation(decoded, captions, scores, report)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from captionlib.explain import rules
-from captionlib.models.base import Captioner, StepOutput
+from captionlib.models.base import Captioner, StepOutput, check_hyperparameters
 from captionlib.models.lstm import LSTMCell
 
 
@@ -52,15 +52,10 @@ class AdaptiveAttentionCaptioner(Captioner):
         dropout: float = 0.5,
     ) -> None:
         super().__init__(vocab_size, embed_dim)
-        for name, value in (
-            ("feature_dim", feature_dim),
-            ("hidden_dim", hidden_dim),
-            ("attention_dim", attention_dim),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_hyperparameters(
+            {"feature_dim": feature_dim, "hidden_dim": hidden_dim, "attention_dim": attention_dim},
+            {"dropout": dropout},
+        )
         self.feature_dim = feature_dim
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim

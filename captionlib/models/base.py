@@ -146,6 +146,16 @@ class Captioner(nn.Module, abc.ABC):
         return rules.linear(dropout(rules.add(first, second)), output)
 
 
+def check_hyperparameters(sizes: dict[str, int], rates: dict[str, float]) -> None:
+    """Constructor checks shared by the captioners: sizes >= 1, dropout rates in [0, 1)."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name, rate in rates.items():
+        if not 0 <= rate < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {rate}")
+
+
 def _check_inputs(features: Tensor, caption_ids: Tensor) -> None:
     if features.dim() != 3:
         raise ValueError(f"features must be (B, N, C), got shape {tuple(features.shape)}")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from captionlib.explain import rules
-from captionlib.models.base import Captioner, StepOutput
+from captionlib.models.base import Captioner, StepOutput, check_hyperparameters
 from captionlib.models.lstm import LSTMCell
 
 
@@ -48,17 +48,15 @@ class MultiHeadCaptioner(Captioner):
         attention_dropout: float = 0.1,
     ) -> None:
         super().__init__(vocab_size, embed_dim)
-        for name, value in (
-            ("feature_dim", feature_dim),
-            ("hidden_dim", hidden_dim),
-            ("heads", heads),
-            ("head_dim", head_dim),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, rate in (("dropout", dropout), ("attention_dropout", attention_dropout)):
-            if not 0 <= rate < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        check_hyperparameters(
+            {
+                "feature_dim": feature_dim,
+                "hidden_dim": hidden_dim,
+                "heads": heads,
+                "head_dim": head_dim,
+            },
+            {"dropout": dropout, "attention_dropout": attention_dropout},
+        )
         self.feature_dim = feature_dim
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim

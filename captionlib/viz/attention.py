@@ -35,7 +35,8 @@ OVERLAY_OPACITY = 0.55
 SCALE_NOTE = "colour scale per panel: 0 (dark) to that panel's max"
 
 
-def _as_float_array(values: Array, name: str) -> np.ndarray:
+def as_float_array(values: Array, name: str) -> np.ndarray:
+    """A tensor or array as float64 NumPy; a clear error naming `name` otherwise."""
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
     if not isinstance(values, np.ndarray):
@@ -89,7 +90,7 @@ def upsample_attention(
     """
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"upsample mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
-    grid = _as_float_array(alpha_grid, "alpha_grid")
+    grid = as_float_array(alpha_grid, "alpha_grid")
     if grid.ndim == 1:
         side = grid_side(grid.shape[0])
         grid = grid.reshape(side, side)
@@ -110,7 +111,7 @@ def upsample_attention(
 
 def select_heads(alpha: Array, heads: str | int = "mean") -> np.ndarray:
     """Attention (L, N) or (L, H, N) → (L, N): captioner A's maps, B's mean or one head."""
-    values = _as_float_array(alpha, "alpha")
+    values = as_float_array(alpha, "alpha")
     if values.ndim == 2:
         if heads != "mean":
             raise ValueError(f"heads={heads!r} needs alpha of shape (L, H, N); got {values.shape}")
@@ -184,14 +185,14 @@ def attention_grid(
     under each word, or None. Panel k shows the weights that produced word k.
     """
     pixels = image_array(image, normalized)
-    raw = _as_float_array(alpha, "alpha")  # (L, N) or (L, H, N)
+    raw = as_float_array(alpha, "alpha")  # (L, N) or (L, H, N)
     maps = select_heads(raw, heads)  # (L, N)
     if maps.shape[0] != len(words):
         raise ValueError(f"got {len(words)} words but alpha has {maps.shape[0]} steps")
     side = grid_side(maps.shape[1])
     betas = None
     if beta is not None:
-        betas = _as_float_array(beta, "beta")
+        betas = as_float_array(beta, "beta")
         if betas.shape != (len(words),):
             raise ValueError(f"beta must have shape ({len(words)},), got {betas.shape}")
     figure, axes = _panel_axes(len(words) + 1, columns)
@@ -227,7 +228,7 @@ def head_grid(
 ) -> Figure:
     """One word's attention, head by head, then the mean over heads; alpha (H, N)."""
     pixels = image_array(image, normalized)
-    maps = _as_float_array(alpha, "alpha")
+    maps = as_float_array(alpha, "alpha")
     if maps.ndim != 2:
         raise ValueError(f"alpha must be (H, N) for one word, got shape {maps.shape}")
     side = grid_side(maps.shape[1])
@@ -247,7 +248,7 @@ def head_grid(
 
 def sentinel_plot(words: Sequence[str], beta: Array, title: str | None = None) -> Figure:
     """Bar chart of the sentinel share β per generated word (captioner A), on [0, 1]."""
-    betas = _as_float_array(beta, "beta")
+    betas = as_float_array(beta, "beta")
     if betas.shape != (len(words),) or not words:
         raise ValueError(
             f"beta must have shape ({len(words)},) with len(words) >= 1, got {betas.shape}"
@@ -277,7 +278,7 @@ def channel_grid(
 ) -> Figure:
     """The image, then the activation map of each chosen encoder channel; F (C, g, g)."""
     pixels = image_array(image, normalized)
-    maps = _as_float_array(feature_map, "feature_map")
+    maps = as_float_array(feature_map, "feature_map")
     if maps.ndim != 3:
         raise ValueError(f"feature_map must be (C, g, g), got shape {maps.shape}")
     if not channels:

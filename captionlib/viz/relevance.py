@@ -29,7 +29,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 from torch import Tensor
 
-from captionlib.viz.attention import image_array
+from captionlib.viz.attention import as_float_array, image_array
 
 Array = Tensor | np.ndarray
 DEFAULT_PERCENTILE = 99.5
@@ -38,11 +38,7 @@ START_TOKEN = "<start>"
 
 
 def _as_array(values: Array, name: str) -> np.ndarray:
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    if not isinstance(values, np.ndarray):
-        raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(values)}")
-    values = values.astype(np.float64)
+    values = as_float_array(values, name)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return values
