@@ -13,7 +13,8 @@ changing the data or the encoder retrains what depends on them and nothing else.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +39,21 @@ from captionlib.data.coco import (
 from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld, object_words
 from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate.captions import score_captions
+from captionlib.evaluate.diagnosis import ObjectWord, diagnose, label_object_words, object_masks
+from captionlib.evaluate.hallucination import (
+    ground_truth,
+    hallucination_scores,
+    reference_objects,
+    shapeworld_synonyms,
+    split_references,
+)
 from captionlib.evaluate.objects import ObjectMentionReport, absent_object_mentions
+from captionlib.finetune import (
+    FinetuneConfig,
+    FinetuneHistory,
+    finetune_captioner,
+    image_caption_batches,
+)
 from captionlib.generate import caption_features, caption_text, decode_features
 from captionlib.models.adaptive import AdaptiveAttentionCaptioner
 from captionlib.models.base import Captioner
@@ -366,3 +381,365 @@ def evaluate_captioner(
     report = absent_object_mentions(captions, split, object_words)
     scores["names absent object"] = report.absent_caption_share
     return CaptionerEvaluation(decoded, captions, scores, report)
+
+
+# --- chapter 10: debugging hallucinations -------------------------------------------------------
+
+DIAGNOSIS_METHODS: dict[str, tuple[str, ...]] = {
+    "adaptive": ("lrp", "attention", "gradcam", "guided_gradcam", "gradient_x_input"),
+    "multihead": ("lrp", "attnlrp", "attention", "gradcam", "guided_gradcam", "gradient_x_input"),
+}
+DIAGNOSIS_SPLITS = ("test", "shifted")
+DIAGNOSIS_CONFIG = {"beam_size": 3, "chunk_size": 50, "synonyms": "shapeworld", "version": 3}
+
+
+@dataclass
+class HallucinationDiagnosis:
+    """A captioner's hallucinations on a split and the statistics of every object word's
+    explanation (chapter 10).
+
+    captions: image id → beam-3 caption; token_ids: image id → its decoded word ids;
+    scores: `hallucination_scores` (precision, recall, F1, CHAIRi, CHAIRs); words: every
+    object word, labelled; statistics: method → statistic → one value per word (NaN where
+    undefined); seconds, cpu_seconds: the build's wall-clock and CPU time (the CPU time
+    of all threads: on a shared machine the wall-clock time also counts waiting).
+    """
+
+    kind: str
+    split_name: str
+    captions: dict[int, str]
+    token_ids: dict[int, list[int]]
+    scores: dict[str, float]
+    words: list[ObjectWord]
+    statistics: dict[str, dict[str, np.ndarray]]
+    seconds: float
+    cpu_seconds: float
+    folder: Path
+
+
+def hallucination_diagnosis(
+    kind: str, split_name: str, progress: bool = True
+) -> HallucinationDiagnosis:
+    """Build-or-load the chapter-10 diagnosis of captioner `kind` on "test" or "shifted"."""
+    if split_name not in DIAGNOSIS_SPLITS:
+        raise ValueError(f"split must be one of {DIAGNOSIS_SPLITS}, got {split_name!r}")
+    key = {
+        **captioner_key(kind),
+        "diagnosis": {**DIAGNOSIS_CONFIG, "split": split_name, "methods": DIAGNOSIS_METHODS[kind]},
+    }
+
+    def build(folder: Path) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        trained = trained_captioner(kind, progress=progress)
+        split = shapeworld_splits()[split_name]
+        decoded = decode_features(  # as evaluate_captioner, without the caption metrics
+            trained.model,
+            encoder_features(split_name, progress=progress),
+            trained.vocabulary,
+            beam_size=DIAGNOSIS_CONFIG["beam_size"],
+            max_length=CAPTION_TRAINING.max_length,
+        )
+        captions = {
+            image_id: caption_text(caption, trained.vocabulary)
+            for image_id, caption in zip(split.image_ids, decoded, strict=True)
+        }
+        synonyms = shapeworld_synonyms()
+        words = label_object_words(
+            captions,
+            ground_truth(split, synonyms),
+            reference_objects(split_references(split), synonyms),
+            synonyms,
+        )
+        statistics = diagnose(
+            trained.model,
+            pretrained_encoder(progress=progress).encoder,
+            normalize(load_images(split, progress=progress)),
+            [caption.token_ids for caption in decoded],
+            words,
+            {image_id: index for index, image_id in enumerate(split.image_ids)},
+            DIAGNOSIS_METHODS[kind],
+            masks={word.image_id: object_masks(split, word.image_id) for word in words},
+            chunk_size=DIAGNOSIS_CONFIG["chunk_size"],
+            progress=progress,
+        )
+        payload = {
+            "captions": captions,
+            "token_ids": {
+                image_id: list(caption.token_ids)
+                for image_id, caption in zip(split.image_ids, decoded, strict=True)
+            },
+            "scores": hallucination_scores(captions, split, synonyms),
+            "words": [asdict(word) for word in words],
+            "statistics": {
+                method: {name: values.tolist() for name, values in stats.items()}
+                for method, stats in statistics.items()
+            },
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
+        }
+        (folder / "diagnosis.json").write_text(json.dumps(payload))
+
+    folder = cached(f"diagnosis-{kind}-{split_name}", key, build)
+    payload = json.loads((folder / "diagnosis.json").read_text())
+    return HallucinationDiagnosis(
+        kind=kind,
+        split_name=split_name,
+        captions={int(i): text for i, text in payload["captions"].items()},
+        token_ids={int(i): ids for i, ids in payload["token_ids"].items()},
+        scores=payload["scores"],
+        words=[ObjectWord(**word) for word in payload["words"]],
+        statistics={
+            method: {name: np.asarray(values, dtype=np.float64) for name, values in stats.items()}
+            for method, stats in payload["statistics"].items()
+        },
+        seconds=float(payload["seconds"]),
+        cpu_seconds=float(payload["cpu_seconds"]),
+        folder=folder,
+    )
+
+
+# --- chapter 11: LRP-inference fine-tuning ------------------------------------------------------
+
+FINETUNING = FinetuneConfig(
+    epochs=1, batch_size=32, captions_per_image=1, lr=1e-4, encoder_lr=2e-5
+)  # one pass over the 3000 training images; decoder lr 5× below captioner training's 5e-4,
+# encoder lr 100× below its pretraining's 2e-3
+FINETUNE_SEEDS = (0, 1, 2)
+FINETUNE_STAGES = ("before", "control", "lrp")
+FINETUNE_SPLITS = ("test", "shifted")
+FINETUNE_VERSION = 1  # bump when the fine-tuning code changes in a way the config does not show
+
+
+@dataclass
+class FinetunedCaptioner:
+    """A captioner and its encoder after LRP-IFT or the control (chapter 11)."""
+
+    model: Captioner
+    encoder: SmallVGG
+    vocabulary: Vocabulary
+    history: FinetuneHistory
+    kind: str
+    method: str
+    seed: int
+    folder: Path
+
+
+def finetune_config(method: str, seed: int) -> FinetuneConfig:
+    """The book's fine-tuning settings (`FINETUNING`) with `method` and `seed`."""
+    return replace(FINETUNING, method=method, seed=seed)
+
+
+def finetune_key(kind: str, method: str, seed: int) -> dict[str, Any]:
+    """Artifact key: the seed-0 cross-entropy captioner's key plus the fine-tuning config."""
+    return {
+        **captioner_key(kind),
+        "finetune": finetune_config(method, seed).as_dict(),
+        "finetune_version": FINETUNE_VERSION,
+    }
+
+
+@cache
+def _finetune_data() -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """Training images (uint8) and each image's encoded captions, loaded once per process."""
+    train, vocab = shapeworld_splits()["train"], vocabulary()
+    captions = [
+        [torch.tensor(vocab.encode(text, MAX_CAPTION_LENGTH), dtype=torch.long) for text in texts]
+        for texts in train.captions
+    ]
+    return load_images(train), captions
+
+
+def finetuned_captioner(
+    kind: str, method: str, seed: int = 0, progress: bool = True
+) -> FinetunedCaptioner:
+    """Build-or-load captioner `kind` fine-tuned with `method` ("lrp" or "control").
+
+    Every run starts from the same seed-0 cross-entropy checkpoint and the pretrained
+    encoder; `seed` sets the data order, the caption drawn per image and dropout.
+    """
+    config = finetune_config(method, seed)
+    key = finetune_key(kind, method, seed)
+    vocab = vocabulary()
+
+    def build(folder: Path) -> None:
+        seed_everything(seed)
+        model = trained_captioner(kind, progress=progress).model
+        encoder = pretrained_encoder(progress=progress).encoder
+        images, captions = _finetune_data()
+        batches = image_caption_batches(
+            images, captions, config.batch_size, config.captions_per_image, seed, normalize
+        )
+        history = finetune_captioner(
+            model, encoder, batches, config, progress=progress, vocabulary=vocab
+        )
+        save_checkpoint(folder / "captioner.pt", model.state_dict(), model.config(), vocab.words)
+        save_checkpoint(folder / "encoder.pt", encoder.state_dict(), encoder.config())
+        (folder / "history.json").write_text(json.dumps(history.as_dict()))
+
+    folder = cached(f"finetuned-{kind}", key, build)
+    model = new_captioner(kind, len(vocab), ENCODER["channels"][-1])
+    model.load_state_dict(
+        load_checkpoint(folder / "captioner.pt", model.config(), vocab.words)["state_dict"]
+    )
+    encoder = SmallVGG(**ENCODER)
+    encoder.load_state_dict(load_checkpoint(folder / "encoder.pt", encoder.config())["state_dict"])
+    model.eval()
+    encoder.eval()
+    history = FinetuneHistory(**json.loads((folder / "history.json").read_text()))
+    return FinetunedCaptioner(model, encoder, vocab, history, kind, method, seed, folder)
+
+
+@cache
+def _split_images(split_name: str) -> torch.Tensor:
+    return load_images(shapeworld_splits()[split_name])
+
+
+def caption_split(
+    model: Captioner, encoder: SmallVGG, split_name: str, beam_size: int = 3
+) -> dict[int, str]:
+    """image id → caption of every image of a split, features from `encoder` (chapter 11)."""
+    split = shapeworld_splits()[split_name]
+    features = extract_features(encoder, _split_images(split_name))
+    return caption_features(
+        model, features, split.image_ids, vocabulary(), beam_size, CAPTION_TRAINING.max_length
+    )
+
+
+def finetune_scores(captions: dict[int, str], split_name: str) -> dict[str, float]:
+    """BLEU-4, CIDEr-D (simple tokenizer) and the hallucination scores of a split's captions."""
+    split = shapeworld_splits()[split_name]
+    metrics = score_captions(
+        captions, references(split), metrics=("BLEU", "CIDEr"), tokenizer="simple"
+    )
+    return {
+        "BLEU-4": metrics["BLEU-4"],
+        "CIDEr-D": metrics["CIDEr"],
+        **hallucination_scores(captions, split, shapeworld_synonyms()),
+    }
+
+
+@dataclass
+class FinetuningResults:
+    """Chapter 11's measurements, all from the cache.
+
+    scores[kind][stage][split]: one dict of metrics per seed ("before": one entry, the
+    cross-entropy checkpoint); captions the same way (image id → caption);
+    seconds[kind][method]: fine-tuning seconds per seed.
+    """
+
+    scores: dict[str, dict[str, dict[str, list[dict[str, float]]]]]
+    captions: dict[str, dict[str, dict[str, list[dict[int, str]]]]]
+    seconds: dict[str, dict[str, list[float]]]
+    seeds: tuple[int, ...]
+    folder: Path
+
+
+def finetuning_results(progress: bool = True) -> FinetuningResults:
+    """Build-or-load before / control / LRP-IFT scores of both captioners on the test and
+    shifted splits, for every seed in FINETUNE_SEEDS (beam 3; chapter 11)."""
+    key = {
+        "captioners": {kind: captioner_key(kind) for kind in CAPTIONERS},
+        "finetune": FINETUNING.as_dict(),
+        "finetune_version": FINETUNE_VERSION,
+        "seeds": list(FINETUNE_SEEDS),
+        "splits": list(FINETUNE_SPLITS),
+        "beam_size": 3,
+    }
+
+    def build(folder: Path) -> None:
+        scores: dict[str, Any] = {}
+        captions: dict[str, Any] = {}
+        seconds: dict[str, Any] = {}
+        encoder = pretrained_encoder(progress=progress).encoder
+        for kind in CAPTIONERS:
+            runs = {"before": [(trained_captioner(kind, progress=progress).model, encoder)]}
+            seconds[kind] = {}
+            for method in FINETUNE_STAGES[1:]:
+                tuned = [finetuned_captioner(kind, method, s, progress) for s in FINETUNE_SEEDS]
+                runs[method] = [(run.model, run.encoder) for run in tuned]
+                seconds[kind][method] = [sum(run.history.seconds) for run in tuned]
+            scores[kind], captions[kind] = {}, {}
+            for stage, models in runs.items():
+                scores[kind][stage] = {name: [] for name in FINETUNE_SPLITS}
+                captions[kind][stage] = {name: [] for name in FINETUNE_SPLITS}
+                for model, model_encoder in models:
+                    for name in FINETUNE_SPLITS:
+                        texts = caption_split(model, model_encoder, name)
+                        captions[kind][stage][name].append(texts)
+                        scores[kind][stage][name].append(finetune_scores(texts, name))
+        payload = {"scores": scores, "captions": captions, "seconds": seconds}
+        (folder / "results.json").write_text(json.dumps(payload))
+
+    folder = cached("finetune-results", key, build)
+    payload = json.loads((folder / "results.json").read_text())
+    captions = {
+        kind: {
+            stage: {
+                name: [{int(i): text for i, text in run.items()} for run in runs]
+                for name, runs in splits.items()
+            }
+            for stage, splits in stages.items()
+        }
+        for kind, stages in payload["captions"].items()
+    }
+    return FinetuningResults(
+        payload["scores"], captions, payload["seconds"], FINETUNE_SEEDS, folder
+    )
+
+
+# --- chapter 9: evaluating explanations ---------------------------------------------------------
+
+EXPLANATION_STUDY_IMAGES = 300  # per split; 4 settings: ~6 CPU-minutes (500 would take ~10)
+
+
+def explanation_evaluation(kind: str, split_name: str, progress: bool = True) -> dict[str, Any]:
+    """Build-or-load chapter 9's localisation and ablation study of every explanation method
+    for captioner `kind` on the first EXPLANATION_STUDY_IMAGES images of `split_name`.
+
+    Returns `captionlib.evaluate.explanation_study.run_study`'s JSON-serialisable result
+    (per-item values; read back with that module's `localization_summaries`, `image_drops`,
+    `vanished`, `word_drops`).
+    """
+    from captionlib.data.shapeworld import object_words as names
+    from captionlib.evaluate.explanation_study import StudyConfig, run_study
+    from captionlib.evaluate.localization import image_objects
+
+    if split_name not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split_name!r}")
+    config = StudyConfig(max_length=CAPTION_TRAINING.max_length)
+    key = {
+        **captioner_key(kind),
+        "explanation_study": config.key(),
+        "split": split_name,
+        "images": EXPLANATION_STUDY_IMAGES,
+    }
+
+    def category(word: str) -> str | None:
+        named = names(word)
+        return next(iter(named)) if len(named) == 1 else None
+
+    def build(folder: Path) -> None:
+        trained = trained_captioner(kind, progress=progress)
+        encoder = pretrained_encoder(progress=progress).encoder
+        split = shapeworld_splits()[split_name]
+        count = min(EXPLANATION_STUDY_IMAGES, len(split))
+        image_ids = split.image_ids[:count]
+        images = load_images(split)[:count]
+        annotations = [image_objects(split, image_id) for image_id in image_ids]
+        seed_everything(config.seed)
+        result = run_study(
+            trained.model,
+            encoder,
+            images,
+            image_ids,
+            annotations,
+            trained.vocabulary,
+            category,
+            config,
+            prepare=normalize,
+            progress=progress,
+        )
+        (folder / "result.json").write_text(json.dumps(result))
+
+    folder = cached(f"explanations-{kind}-{split_name}", key, build)
+    return json.loads((folder / "result.json").read_text())

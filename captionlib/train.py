@@ -76,12 +76,18 @@ def train_captioner(
     checkpoint_path: Path | None = None,
     device: torch.device | None = None,
     progress: bool = True,
+    training_module: nn.Module | None = None,
+    is_main: bool = True,
 ) -> TrainHistory:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
     batches(epoch) yields dicts with `features` (B, N, C) and `caption_ids` (B, T);
     validate(model) returns the selection score (validation CIDEr-D in the book).
     With `checkpoint_path`, the state after each epoch is saved there and a run resumes from it.
+
+    Distributed training (chapter 12): `training_module` runs the training forward instead of
+    `model` (a DistributedDataParallel wrapper of `model`, already on `device`), and only the
+    process with `is_main` writes checkpoints. `train_loss` is then this process's share.
     """
     device = device or torch.device("cpu")
     model.to(device)
@@ -102,13 +108,14 @@ def train_captioner(
     epochs_without_gain = 0
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        model.train()
+        runner = training_module if training_module is not None else model
+        runner.train()
         total, count = 0.0, 0
         bar = tqdm(batches(epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for batch in bar:
             features = batch["features"].to(device)
             caption_ids = batch["caption_ids"].to(device)
-            output = model(features, caption_ids)
+            output = runner(features, caption_ids)
             loss = caption_loss(output.logits, caption_ids)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -133,7 +140,7 @@ def train_captioner(
                 for group in optimizer.param_groups:
                     group["lr"] *= config.lr_decay
                 epochs_without_gain = 0
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and is_main:
             save_checkpoint(
                 checkpoint_path,
                 model.state_dict(),

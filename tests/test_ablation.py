@@ -9,6 +9,7 @@ from torch import Tensor
 from captionlib.evaluate.ablation import (
     ablate_patches,
     captioner_probabilities,
+    feature_probabilities,
     image_ablation,
     patch_ranking,
     patch_scores,
@@ -136,3 +137,48 @@ def test_captioner_probabilities_are_softmax_of_teacher_forced_logits() -> None:
     logits = model(encoder(images).flatten(2).transpose(1, 2), ids).logits  # (1, 2, V)
     expected = logits.softmax(-1)[0, [0, 1], [5, 6]].unsqueeze(0)
     torch.testing.assert_close(probabilities, expected.detach())
+
+
+def test_per_caption_generators_baseline_switch_and_feature_probabilities() -> None:
+    caption_ids = torch.tensor([[2, 9, 4, 9, 4, 9, 5, 6], [2, 4, 9, 4, 9, 9, 6, 5]])
+    steps = caption_ids.shape[1] - 1
+    relevance = torch.rand(2, steps, steps, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, steps, dtype=torch.bool)
+    images = torch.zeros(2, 3, 4, 4)
+    together = word_ablation(
+        _prefix_scorer, images, caption_ids, relevance, mask,
+        [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)],
+    )  # fmt: skip
+    for b, seed in enumerate((5, 6)):  # caption b alone, with its own generator: same picks
+        alone = word_ablation(
+            _prefix_scorer, images[b : b + 1], caption_ids[b : b + 1], relevance[b : b + 1],
+            mask[b : b + 1], torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        rows = together["random"].image_index == b
+        torch.testing.assert_close(together["random"].after[rows], alone["random"].after)
+    without = word_ablation(
+        _prefix_scorer, images, caption_ids, relevance, mask, torch.Generator(), baseline=False
+    )
+    assert list(without) == ["relevance"]
+    torch.testing.assert_close(without["relevance"].after, together["relevance"].after)
+    with pytest.raises(ValueError, match="1 generators for 2 captions"):
+        word_ablation(_prefix_scorer, images, caption_ids, relevance, mask, [torch.Generator()])
+
+    torch.manual_seed(0)
+    model = AdaptiveAttentionCaptioner(12, 4, 6, 8, 8).train()
+    encoder = SmallVGG(channels=(2, 3, 4), convs_per_block=1, in_size=16).eval()
+    images = torch.randn(2, 3, 16, 16)
+    ids = torch.tensor([[2, 5, 6], [2, 7, 8]])
+    grid = encoder(images).flatten(2).transpose(1, 2)
+    from_features = feature_probabilities(model)(grid, ids)
+    assert model.training  # the mode is restored
+    torch.testing.assert_close(
+        from_features, captioner_probabilities(model.eval(), encoder)(images, ids)
+    )
+
+
+def test_ablate_patches_leaves_a_remainder_strip_alone() -> None:
+    images = torch.ones(1, 3, 10, 9)  # 2×2 patches of 4 px; the last rows/columns are extra
+    ablated = ablate_patches(images, torch.tensor([[3, 0, 1, 2]]), patch=4, count=1)
+    assert ablated[0, :, 4:8, 4:8].eq(0).all()
+    assert int(ablated.eq(0).sum()) == 3 * 16

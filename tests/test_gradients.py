@@ -206,3 +206,64 @@ def test_family_equals_single_methods() -> None:
         single = explain_gradients(model, ids, method=method, images=images, encoder=encoder)
         torch.testing.assert_close(family[method].heatmap, single.heatmap)
         torch.testing.assert_close(family[method].word_relevance, single.word_relevance)
+
+
+class _Recorder:
+    """Test-local stand-ins for `rules.gate` and `rules.softmax`: in "record" mode they run
+    the ordinary operation and store every gate and attention weight; in "replay" mode they
+    return the stored values (as constants, with no graph behind them) in the same order."""
+
+    def __init__(self) -> None:
+        self.values: list[Tensor] = []
+        self.replaying = False
+        self.position = 0
+
+    def _value(self, computed: Tensor) -> Tensor:
+        if not self.replaying:
+            self.values.append(computed.detach().clone())
+            return computed
+        stored = self.values[self.position]
+        self.position += 1
+        assert torch.equal(stored, computed.detach())  # same forward, same order
+        return stored
+
+    def gate(self, gate_value: Tensor, signal: Tensor) -> Tensor:
+        return self._value(gate_value) * signal
+
+    def softmax(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return self._value(torch.softmax(scores, dim=dim))
+
+
+@pytest.mark.parametrize("kind", ["A", "B"])
+def test_constant_attention_equals_gradients_with_recorded_constants(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paper's modified gradients: α, β, the sentinel, context and LSTM gates recorded
+    in a first forward pass and replayed as constants in a second one, whose ordinary
+    gradient (one word at a time) must equal `constant_attention=True`."""
+    model, encoder = _captioner(kind), _encoder()
+    images, ids = _inputs()
+    modified = explain_gradients(
+        model, ids, method="gradient", images=images, encoder=encoder, constant_attention=True
+    )
+    recorder = _Recorder()
+    monkeypatch.setattr(rules, "gate", recorder.gate)
+    monkeypatch.setattr(rules, "softmax", recorder.softmax)
+    with torch.no_grad():
+        model(to_grid(encoder.features(images)), ids)
+    assert recorder.values  # the model's gates and attention went through the stand-ins
+    recorder.replaying = True
+    grads_pixels, grads_words = [], []
+    for t in range(ids.shape[1] - 1):
+        recorder.position = 0
+        pixels = images.clone().requires_grad_()
+        embeddings = model.embedding(ids[:, :-1]).detach().requires_grad_()
+        logits = model(to_grid(encoder.features(pixels)), ids, embeddings=embeddings).logits
+        target = logits[torch.arange(ids.shape[0]), t, ids[:, t + 1]].sum()
+        grad_pixels, grad_words = torch.autograd.grad(target, (pixels, embeddings))
+        grads_pixels.append(grad_pixels)
+        grads_words.append(grad_words.sum(-1))
+    torch.testing.assert_close(modified.pixels, torch.stack(grads_pixels, 1), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        modified.word_relevance, torch.stack(grads_words, 1), atol=1e-10, rtol=0
+    )

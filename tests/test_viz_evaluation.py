@@ -143,3 +143,39 @@ def test_method_panels_and_word_relevance_panels() -> None:
         words, {"LRP": torch.randn(3, 3).tril(), "grad": torch.randn(3, 3).tril()}
     )
     assert [ax.get_title() for ax in strips.axes[:2]] == ["LRP", "grad"]
+
+
+def test_mean_se_table_cells_and_missing_methods() -> None:
+    values = np.array([0.2, 0.4, 0.6, 0.8])  # mean 0.5, std (n − 1) 0.2582, s.e. 0.1291
+    assert ev.mean_with_error(values) == "0.50 ± 0.13"
+    assert ev.mean_with_error(torch.tensor([0.25]), digits=3) == "0.250 ± 0.000"
+    table = ev.mean_se_table(
+        {"drop": {"lrp": values, "random": [0.0, 0.1]}, "vanished": {"lrp": [1.0, 0.0]}}
+    )
+    assert list(table) == ["lrp", "random"]
+    assert table["lrp"] == {"drop": "0.50 ± 0.13", "vanished": "0.50 ± 0.50"}
+    assert table["random"] == {"drop": "0.05 ± 0.05", "vanished": None}
+    with pytest.raises(ValueError, match="columns is empty"):
+        ev.mean_se_table({})
+    with pytest.raises(ValueError, match="is empty"):
+        ev.mean_with_error([])
+
+
+def test_reference_summary_counts_wins_ties_and_losses() -> None:
+    tables = {
+        "pointing": {"A": {"lrp": 0.6, "attention": 0.4, "gradcam": 0.7, "gradient": 0.5}},
+        "energy": {
+            "A": {"lrp": 0.30, "attention": 0.301, "gradcam": 0.1},
+            "B": {"lrp": 0.5, "attention": 0.2, "gradcam": 0.2},
+        },
+    }
+    text = ev.reference_summary(tables)
+    assert text.startswith("Over the 3 (measure, setting) tables, LRP is above attention's")
+    assert "above attention's in 2, equal in 1 and below in 0" in text
+    assert "above Grad-CAM's in 2, equal in 0 and below in 1" in text
+    assert "it is the best method (ties included) in 2." in text
+    assert text.endswith("Methods above LRP (tables per measure): Grad-CAM in 1 (pointing 1).")
+    with pytest.raises(ValueError, match="no 'lrp' entry"):
+        ev.reference_summary({"pointing": {"A": {"attention": 0.1}}})
+    with pytest.raises(ValueError, match="tables is empty"):
+        ev.reference_summary({})

@@ -81,25 +81,42 @@ def ablate_patches(
     if not 0 <= count <= ranking.shape[1]:
         raise ValueError(f"count must be in [0, {ranking.shape[1]}], got {count}")
     value = images.new_zeros(3) if fill is None else fill.to(images)
-    result = images.clone()
-    for b in range(batch):
-        for index in ranking[b, :count].tolist():
-            row, column = divmod(index, columns)
-            rows = slice(row * patch, (row + 1) * patch)
-            cols = slice(column * patch, (column + 1) * patch)
-            result[b, :, rows, cols] = value.view(3, 1, 1)
-    return result
+    chosen = torch.zeros(ranking.shape, dtype=torch.bool, device=images.device)
+    chosen.scatter_(1, ranking[:, :count].to(images.device), True)  # (B, P)
+    grid = chosen.view(batch, 1, height // patch, columns)
+    mask = grid.repeat_interleave(patch, 2).repeat_interleave(patch, 3)  # (B, 1, h·p, w·p)
+    mask = functional.pad(mask, (0, width - mask.shape[3], 0, height - mask.shape[2]))
+    return torch.where(mask, value.view(1, 3, 1, 1), images)
+
+
+def feature_probabilities(model: Captioner) -> ProbabilityFn:
+    """(grid features (N, L, C), caption_ids (N, T)) → (N, T−1) teacher-forced probability of
+    every next word (eval mode, no gradients): `captioner_probabilities` without the CNN."""
+
+    def probabilities(features: Tensor, caption_ids: Tensor) -> Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = model(features, caption_ids).logits  # (N, T−1, V)
+        finally:
+            model.train(was_training)
+        return logits.softmax(-1).gather(2, caption_ids[:, 1:].unsqueeze(2)).squeeze(2)
+
+    return probabilities
 
 
 def captioner_probabilities(model: Captioner, encoder: nn.Module) -> ProbabilityFn:
     """(images (N, 3, H, W), caption_ids (N, T)) → (N, T−1) teacher-forced probability of
-    every next word, under the captioner in eval mode (no gradients)."""
+    every next word, under the captioner in eval mode (no gradients); the captioner's mode
+    is restored afterwards."""
     cnn = getattr(encoder, "features", encoder)
+
+    from_features = feature_probabilities(model)
 
     def probabilities(images: Tensor, caption_ids: Tensor) -> Tensor:
         with torch.no_grad():
-            logits = model(to_grid(cnn(images)), caption_ids).logits  # (N, T−1, V)
-            return logits.softmax(-1).gather(2, caption_ids[:, 1:].unsqueeze(2)).squeeze(2)
+            return from_features(to_grid(cnn(images)), caption_ids)
 
     return probabilities
 
@@ -209,33 +226,41 @@ def word_ablation(
     caption_ids: Tensor,
     word_relevance: Tensor,
     mask: Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     first_position: int = FIRST_POSITION,
     removed: int = WORDS_REMOVED,
+    baseline: bool = True,
 ) -> dict[str, WordAblation]:
     """Delete the `removed` most relevant preceding words of every word at position ≥
     `first_position` (and, as baseline, as many random ones) and teacher-force again.
 
     images: (B, 3, H, W); caption_ids: (B, T), <start> at 0; word_relevance: (B, T−1, T−1)
     from an Explanation ([b, t, i]: input word i for the word at position t + 1); mask:
-    (B, T−1) True for real (non-padding) words. Returns "relevance" and "random" results.
+    (B, T−1) True for real (non-padding) words; generator: one for the random baseline, or
+    one per caption (B), so that a caption's random picks do not depend on the batch it is
+    in. Returns "relevance" and (with baseline=True) "random" results.
     """
+    if not isinstance(generator, torch.Generator) and len(generator) != caption_ids.shape[0]:
+        raise ValueError(f"{len(generator)} generators for {caption_ids.shape[0]} captions")
     chosen: dict[str, list[Tensor]] = {"relevance": [], "random": []}
     rows: list[tuple[int, int]] = []  # (caption b, position of the word)
     for b in range(caption_ids.shape[0]):
+        draw = generator if isinstance(generator, torch.Generator) else generator[b]
         for position in range(max(first_position, removed + 1), caption_ids.shape[1]):
             if not bool(mask[b, position - 1]):
                 continue
             scores = word_relevance[b, position - 1, 1:position]  # inputs 1 … position−1
             order = torch.argsort(scores, descending=True, stable=True)
             chosen["relevance"].append(order[:removed] + 1)
-            chosen["random"].append(torch.randperm(position - 1, generator=generator)[:removed] + 1)
+            chosen["random"].append(torch.randperm(position - 1, generator=draw)[:removed] + 1)
             rows.append((b, position))
     table = torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
     image_index, position = table[:, 0], table[:, 1]
     before = probability_fn(images, caption_ids)[image_index, position - 1]  # (W,)
     results = {}
     for name, removals in chosen.items():
+        if name == "random" and not baseline:
+            continue
         after = torch.zeros(len(rows), dtype=before.dtype)
         if rows:
             shorter = torch.stack(

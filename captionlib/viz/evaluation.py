@@ -7,6 +7,8 @@
     compare_methods(table, metric)                     # "LRP's … (0.47) is below attention's …"
     compare_with_baseline({setting: {method: drops}})  # which rankings beat random ablation
     correlation_statement(table, column)               # which maps survive randomisation
+    mean_se_table({column: {method: values}})          # "0.52 ± 0.03" cells for metrics_table
+    reference_summary({measure: {setting: {m: v}}})    # where LRP wins and loses, all tables
 
 The book states only what the code measured on the run that builds the page: the
 `compare_*` functions turn measured tables into sentences, so the prose always matches the
@@ -64,6 +66,35 @@ def _values(values: Array, name: str) -> np.ndarray:
 def _standard_error(values: np.ndarray) -> float:
     # sample standard deviation (n − 1, as torch.std) / √n; 0 for a single value
     return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else 0.0
+
+
+def mean_with_error(values: Array, digits: int = 2) -> str:
+    """ "mean ± standard error" of per-item values (standard error = std with n − 1 / √n;
+    0 for one value), e.g. "0.52 ± 0.03" (chapter 9)."""
+    array = _values(values, "values")
+    return f"{array.mean():.{digits}f} ± {_standard_error(array):.{digits}f}"
+
+
+def mean_se_table(
+    columns: Mapping[str, Mapping[str, Array]], digits: int = 2
+) -> dict[str, dict[str, str | None]]:
+    """column → method → per-item values  ⟶  method → column → "mean ± s.e." (chapter 9).
+
+    The result goes to `captionlib.viz.training.metrics_table`; a method missing from a
+    column gets None (shown as "–"). Methods keep their order of first appearance.
+    """
+    if not columns:
+        raise ValueError("columns is empty: pass {column: {method: values}}")
+    if digits < 0:
+        raise ValueError(f"digits must be ≥ 0, got {digits}")
+    methods = list(dict.fromkeys(m for values in columns.values() for m in values))
+    return {
+        method: {
+            column: (mean_with_error(values[method], digits) if method in values else None)
+            for column, values in columns.items()
+        }
+        for method in methods
+    }
 
 
 def _check_settings(settings: Mapping[str, Mapping[str, object]], name: str) -> None:
@@ -341,3 +372,54 @@ def correlation_statement(
     text += f"the maps of {_join(kept)} keep a mean rank correlation of at least {threshold:g}"
     text += " with the trained model's"
     return text + (f"; the others stay below it: {_join(changed)}." if changed else ".")
+
+
+def reference_summary(
+    tables: Mapping[str, Mapping[str, Mapping[str, float]]],
+    reference: str = "lrp",
+    others: Sequence[str] = ("attention", "gradcam"),
+    digits: int = 2,
+) -> str:
+    """One paragraph over many tables: how often `reference` is above, equal to or below each
+    of `others`, how often it is the best, and which methods beat it where (chapter 9).
+
+    tables: measure (e.g. "pointing accuracy") → setting → method → value (higher is better);
+    values equal after rounding to `digits` are ties, as in `compare_methods`.
+    """
+    if not tables:
+        raise ValueError("tables is empty: pass {measure: {setting: {method: value}}}")
+    cases = [(m, s, scores) for m, settings in tables.items() for s, scores in settings.items()]
+    for measure, setting, scores in cases:
+        if reference not in scores:
+            raise ValueError(f"tables[{measure!r}][{setting!r}] has no {reference!r} entry")
+    name = method_name(reference)
+    parts = []
+    for other in others:
+        counts = {"above": 0, "equal to": 0, "below": 0}
+        compared = [(m, s, v) for m, s, v in cases if other in v]
+        for _, _, scores in compared:
+            counts[_relation(float(scores[reference]), float(scores[other]), digits)] += 1
+        if compared:
+            parts.append(
+                f"above {_possessive(method_name(other))} in {counts['above']}, equal in "
+                f"{counts['equal to']} and below in {counts['below']}"
+            )
+    best = 0
+    beaten: dict[str, dict[str, int]] = {}  # method → measure → settings where it is above
+    for measure, _, scores in cases:
+        own = round(float(scores[reference]), digits)
+        better = [m for m, v in scores.items() if round(float(v), digits) > own]
+        best += not better
+        for method in better:
+            where = beaten.setdefault(method_name(method), {})
+            where[measure] = where.get(measure, 0) + 1
+    text = f"Over the {len(cases)} (measure, setting) tables, {name} is "
+    text += (_join(parts) if parts else "compared with no other method") + "; "
+    text += f"it is the best method (ties included) in {best}."
+    if beaten:
+        listed = []
+        for method, where in sorted(beaten.items(), key=lambda item: -sum(item[1].values())):
+            measures = ", ".join(f"{measure} {count}" for measure, count in where.items())
+            listed.append(f"{method} in {sum(where.values())} ({measures})")
+        text += f" Methods above {name} (tables per measure): " + "; ".join(listed) + "."
+    return text

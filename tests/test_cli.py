@@ -1,0 +1,157 @@
+"""The command line end to end on a tiny ShapeWorld: train → evaluate → explain → finetune,
+config validation, prepare and download (chapter 12). Data go to tmp_path via CAPTIONLIB_DATA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_prepare import make_coco2014
+
+from captionlib.cli import main
+from captionlib.runconfig import load_run_config, parse_run_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "configs" / "shapeworld_tiny.yaml")
+FAST = [
+    "--set",
+    "data.shapeworld={n_train: 24, n_val: 6, n_test: 6, n_shifted: 2}",
+    "--set",
+    "training.epochs=1",
+    "--set",
+    "training.batch_size=40",
+    "--no-progress",
+]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main([*args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_train_evaluate_explain_finetune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAPTIONLIB_DATA", str(tmp_path))
+    run = tmp_path / "runs" / "shapeworld_tiny"
+
+    trained = _run(capsys, "train", "--config", TINY, *FAST)
+    assert trained["run"] == str(run) and trained["processes"] == 1
+    assert len(trained["val_CIDEr"]) == 1 and trained["train_loss"][0] > 0
+    for name in ("captioner.pt", "encoder.pt", "vocabulary.json", "features/train.npy"):
+        assert (run / name).is_file(), name
+    header = json.loads((run / "features" / "train.json").read_text())
+    assert header["shape"] == [24, 196, 32] and header["dtype"] == "float16"
+
+    evaluated = _run(capsys, "evaluate", "--config", TINY, *FAST)
+    assert set(evaluated["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr"}
+    stored = json.loads((run / "evaluation_test.json").read_text())
+    assert len(stored["captions"]) == 6 and stored["scores"] == evaluated["scores"]
+
+    explained = _run(capsys, "explain", "--config", TINY, *FAST, "--images", "2")
+    payload = torch.load(run / "explanations_test.pt", weights_only=True)
+    words = payload["mask"].sum().item()
+    assert explained["words"] == words > 0
+    assert payload["heatmap"].shape[:2] == payload["mask"].shape
+    assert payload["heatmap"].shape[2:] == (112, 112)
+    assert payload["heatmap"][payload["mask"]].abs().sum() > 0
+    assert Path(explained["figure"]).is_file()
+
+    tuned = _run(capsys, "finetune", "--config", TINY, *FAST, "--set", "finetune.method=control")
+    assert tuned["method"] == "control" and len(tuned["seconds"]) == 1
+    before = torch.load(run / "captioner.pt", weights_only=True)["state_dict"]
+    after = torch.load(run / "finetuned-control" / "captioner.pt", weights_only=True)
+    assert not torch.equal(before["output.weight"], after["state_dict"]["output.weight"])
+    control = [*FAST, "--set", "finetune.method=control"]
+    again = _run(capsys, "evaluate", "--config", TINY, *control, "--stage", "finetuned")
+    assert again["split"] == "test"
+    assert (run / "finetuned-control" / "features" / "test.npy").is_file()
+
+    other = ["--set", "captioner.kind=multihead", "--set", "captioner.sizes={heads: 2}"]
+    assert main(["train", "--config", TINY, *FAST, *other]) == 2
+    assert "holds a run with other captioner settings" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match=r"training\.lrate is not a known setting"):
+        load_run_config(TINY, ["training.lrate=0.1"])
+    with pytest.raises(ValueError, match=r"training\.lr must be a number, got 'fast'"):
+        load_run_config(TINY, ["training.lr=fast"])
+    with pytest.raises(ValueError, match=r"captioner\.kind must be one of"):
+        load_run_config(TINY, ["captioner.kind=transformer"])
+    with pytest.raises(ValueError, match=r"training: CaptionTrainConfig\.epochs must be >= 1"):
+        load_run_config(TINY, ["training.epochs=0"])
+    with pytest.raises(ValueError, match="data.root must name the coco2014 folder"):
+        parse_run_config({"name": "x", "data": {"dataset": "coco2014"}})
+    with pytest.raises(ValueError, match="colour is not a known section"):
+        parse_run_config({"name": "x", "colour": 1})
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_run_config(tmp_path / "nope.yaml")
+    assert main(["train", "--config", TINY, "--set", "encoder.kind=resnet"]) == 2
+    assert "encoder.kind must be one of" in capsys.readouterr().err
+
+
+def test_book_and_paper_configs_parse() -> None:
+    coco = load_run_config("coco_adaptive")
+    assert coco.encoder.kind == "vgg16" and coco.encoder.image_size == 224
+    assert coco.captioner.sizes["hidden_dim"] == 512 and coco.training.batch_size == 32
+    assert coco.training.lr == 5e-4 and coco.training.betas == (0.8, 0.999)
+    assert coco.evaluation.beam_size == 3 and coco.data.word_threshold() == 4
+    multihead = load_run_config("coco_multihead")
+    assert multihead.captioner.sizes["heads"] == 8 and multihead.captioner.sizes["head_dim"] == 64
+    book = load_run_config("shapeworld_adaptive")
+    assert book.captioner.sizes == {
+        "embed_dim": 128,
+        "hidden_dim": 128,
+        "attention_dim": 96,
+        "dropout": 0.5,
+    }
+    assert load_run_config("shapeworld_multihead").captioner.kind == "multihead"
+
+
+def test_prepare_command_on_a_coco_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAPTIONLIB_DATA", str(tmp_path / "data"))
+    root = make_coco2014(tmp_path / "coco")
+    config = str(REPO / "configs" / "coco_adaptive.yaml")
+    out = _run(capsys, "prepare", "--config", config, "--set", f"data.root={root}", "--no-progress")
+    prepared = Path(out["prepared"])
+    assert prepared == tmp_path / "data" / "runs" / "coco_adaptive" / "prepared"
+    assert json.loads((prepared / "prepared.json").read_text())["splits"]["train"]["images"] == 3
+    missing = str(tmp_path / "empty")
+    elsewhere = ["--set", f"data.root={missing}", "--set", "output=other"]
+    assert main(["prepare", "--config", config, *elsewhere]) == 2
+    assert "captions_train2014.json" in capsys.readouterr().err
+
+
+def test_download_prints_the_plan_and_fetches_nothing_without_yes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["download", "coco2014", "--folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "needs the network" in out and "train2014.zip" in out and "--yes" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_and_evaluate_on_a_prepared_coco_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAPTIONLIB_DATA", str(tmp_path / "data"))
+    root = make_coco2014(tmp_path / "coco")
+    small = [
+        *("--set", f"data.root={root}", "--set", "data.num_workers=0", "--set", "device=cpu"),
+        *("--set", "encoder={kind: small_vgg, pretrained: false, image_size: 32}"),
+        *("--set", "captioner.sizes={embed_dim: 8, hidden_dim: 8, attention_dim: 8}"),
+        *("--set", "training.epochs=1", "--set", "evaluation.tokenizer=simple"),
+        *("--set", "evaluation.metrics=[CIDEr]", "--no-progress"),
+    ]
+    trained = _run(capsys, "train", "--config", "coco_adaptive", *small)
+    run = tmp_path / "data" / "runs" / "coco_adaptive"
+    assert trained["run"] == str(run) and len(trained["train_loss"]) == 1
+    header = json.loads((run / "features" / "train.json").read_text())
+    assert header["image_ids"] == [1, 2, 3] and header["shape"] == [3, 16, 64]  # 4×4 grid
+    evaluated = _run(capsys, "evaluate", "--config", "coco_adaptive", *small)
+    assert set(evaluated["scores"]) == {"CIDEr"} and set(evaluated["examples"]) == {"12", "13"}
