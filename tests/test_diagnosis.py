@@ -61,6 +61,9 @@ def test_auc_equals_hand_count() -> None:
     result = grounding_auc(values, grounded)
     assert (result.grounded, result.hallucinated) == (3, 3)
     assert result.auc == pytest.approx(7 / 9)
+    # Hanley & McNeil at AUC 0.5, 10 + 10 words: Q1 = Q2 = 1/3,
+    # variance = (0.25 + 9 · (1/3 − 1/4) · 2) / 100 = 0.0175
+    assert AucResult(0.5, 10, 10).standard_error == pytest.approx(0.0175**0.5)
     tie = grounding_auc([0.4, 0.4], [True, False])
     assert tie.auc == pytest.approx(0.5)
     table = auc_table({"lrp": {"max": np.array(values), "mean": -np.array(values)}}, grounded)
@@ -244,7 +247,9 @@ def test_generated_statements_follow_the_numbers() -> None:
             "model": {"1-beta": AucResult(0.12, 90, 10)},
         }
     }
+    error = AucResult(0.12, 90, 10).standard_error
     assert auc_statement(tables) == (
         "On A (90 grounded, 10 hallucinated words), the best separation is the model's "
-        "1 − β: AUC 0.12, larger for hallucinated words."
+        f"1 − β: AUC 0.12 ± {error:.2f} (s.e.), larger for hallucinated words."
     )
+    assert "LRP's max: AUC 0.80" in auc_statement(tables, exclude=["1-beta"])

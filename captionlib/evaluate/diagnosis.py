@@ -425,6 +425,14 @@ class AucResult:
     grounded: int
     hallucinated: int
 
+    @property
+    def standard_error(self) -> float:
+        """Hanley & McNeil's (1982) standard error of the AUC for these class sizes."""
+        a, n1, n2 = self.auc, self.grounded, self.hallucinated
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        variance = a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)
+        return float(np.sqrt(max(variance, 0.0) / (n1 * n2)))
+
 
 def grounding_auc(values: Sequence[float] | np.ndarray, grounded: Sequence[bool]) -> AucResult:
     """ROC-AUC of `values` (higher = more grounded) against the labels `grounded`."""

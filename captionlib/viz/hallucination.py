@@ -173,16 +173,20 @@ def shift_statement(
 
 
 def auc_statement(
-    tables: Mapping[str, Mapping[str, Mapping[str, AucResult]]], digits: int = 2
+    tables: Mapping[str, Mapping[str, Mapping[str, AucResult]]],
+    exclude: Sequence[str] = (),
+    digits: int = 2,
 ) -> str:
-    """One sentence per setting: the (method, statistic) whose AUC is furthest from 0.5,
-    with its direction and the numbers of words; tables: setting → method → statistic →
-    AucResult."""
+    """One sentence per setting: the (method, statistic) whose AUC is furthest from 0.5
+    (statistics in `exclude` left out), with its Hanley–McNeil standard error, its direction
+    and the numbers of words; tables: setting → method → statistic → AucResult."""
     if not tables:
         raise ValueError("tables is empty: pass {setting: {method: {statistic: AucResult}}}")
     sentences = []
     for setting, aucs in tables.items():
-        pairs = [(m, s, r) for m, table in aucs.items() for s, r in table.items()]
+        pairs = [
+            (m, s, r) for m, table in aucs.items() for s, r in table.items() if s not in exclude
+        ]
         if not pairs:
             raise ValueError(f"tables[{setting!r}] has no AUC values")
         method, statistic, result = max(pairs, key=lambda item: abs(item[2].auc - 0.5))
@@ -190,6 +194,7 @@ def auc_statement(
         sentences.append(
             f"On {setting} ({result.grounded} grounded, {result.hallucinated} hallucinated "
             f"words), the best separation is {_describe(method, statistic)}: AUC "
-            f"{result.auc:.{digits}f}, larger for {direction} words."
+            f"{result.auc:.{digits}f} ± {result.standard_error:.{digits}f} (s.e.), larger for "
+            f"{direction} words."
         )
     return " ".join(sentences)
