@@ -72,7 +72,7 @@ def init_distributed(device: str | None = None) -> DistContext:
     CUDA when available). With several processes, each CUDA process takes the GPU of its
     LOCAL_RANK and the backend is NCCL; on the CPU it is gloo.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if "WORLD_SIZE" not in os.environ or _env_int("WORLD_SIZE") <= 1:
         return DistContext(device=select_device(device))
     missing = [name for name in (*_ENV, "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:

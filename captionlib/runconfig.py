@@ -23,6 +23,7 @@ not known, or a value of the wrong type, raises ValueError naming it (e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from captionlib.utils import data_dir
 _REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ENCODERS = ("small_vgg", "vgg16")
 CAPTIONER_KINDS = ("adaptive", "multihead")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value):
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -272,7 +276,9 @@ def _set(payload: dict[str, Any], assignment: str) -> None:
     *parents, leaf = key.split(".")
     node = payload
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or left empty in the YAML ("training:")
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ValueError(f"override {assignment!r}: {part} is not a section")
     node[leaf] = yaml.safe_load(text)

@@ -93,6 +93,28 @@ def test_config_errors_name_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFi
     assert "encoder.kind must be one of" in capsys.readouterr().err
 
 
+def test_overrides_fill_sections_left_empty_in_the_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "empty_sections.yaml"
+    path.write_text("name: bare\ntraining:\nfinetune:\n  method: control\n")
+    overrides = ["training.epochs=3", "finetune.seed=2", "data.min_word_count=5"]
+    config = load_run_config(path, overrides)
+    assert config.training.epochs == 3 and config.data.min_word_count == 5
+    assert config.finetune.method == "control" and config.finetune.seed == 2
+    with pytest.raises(ValueError, match=r"override 'name\.x=1': name is not a section"):
+        load_run_config(path, ["name.x=1"])
+
+
+def test_numbers_in_exponent_notation_are_numbers() -> None:
+    # YAML 1.1 (PyYAML) reads 1e-4 and 5E3 without a dot as strings
+    config = load_run_config(TINY, ["training.lr=1e-4", "finetune.encoder_lr=5E-6"])
+    assert config.training.lr == 1e-4 and config.finetune.encoder_lr == 5e-6
+    assert parse_run_config({"name": "x", "training": {"lr": "+2.5e-3"}}).training.lr == 2.5e-3
+    with pytest.raises(ValueError, match=r"training\.lr must be a number, got '1e'"):
+        load_run_config(TINY, ["training.lr=1e"])
+    with pytest.raises(ValueError, match=r"training\.epochs must be an integer, got '1e3'"):
+        load_run_config(TINY, ["training.epochs=1e3"])
+
+
 def test_book_and_paper_configs_parse() -> None:
     coco = load_run_config("coco_adaptive")
     assert coco.encoder.kind == "vgg16" and coco.encoder.image_size == 224

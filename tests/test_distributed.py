@@ -11,6 +11,7 @@ import torch
 from captionlib.distributed import (
     DistContext,
     distributed_loader,
+    init_distributed,
     per_process_batch,
     run_local,
     wrap_model,
@@ -88,3 +89,33 @@ def test_global_batch_is_split_between_processes() -> None:
         per_process_batch(30, context)
     loader = distributed_loader(_dataset(), 8, DistContext(), shuffle=False)
     assert [len(batch["caption_ids"]) for batch in loader] == [8, 8]
+
+
+def _rows(loader) -> list[tuple[float, ...]]:
+    """The dataset rows a loader yields, recognised by their (unique) first feature vector."""
+    return [tuple(f[0].tolist()) for batch in loader for f in batch["features"]]
+
+
+def test_shuffled_shares_are_disjoint_and_reshuffled_every_epoch() -> None:
+    dataset = _dataset()
+    everything = sorted(tuple(item["features"][0].tolist()) for item in dataset)
+    assert len(set(everything)) == len(dataset)  # rows are recognisable
+    orders = {}
+    for epoch in (0, 1):
+        shares = [
+            _rows(distributed_loader(dataset, 8, DistContext(rank=r, world_size=2), epoch, seed=5))
+            for r in (0, 1)
+        ]
+        assert sorted(shares[0] + shares[1]) == everything  # together: every row once
+        orders[epoch] = shares[0]
+    again = _rows(distributed_loader(dataset, 8, DistContext(rank=0, world_size=2), 0, seed=5))
+    assert again == orders[0]  # an epoch's order depends on (seed, epoch) only
+    assert orders[1] != orders[0]  # set_epoch reshuffles
+
+
+def test_world_size_that_is_not_a_number_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
+        init_distributed("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not init_distributed("cpu").enabled

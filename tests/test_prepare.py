@@ -19,6 +19,7 @@ from captionlib.data.prepare import (
     truncate_caption,
 )
 from captionlib.data.vocab import Vocabulary
+from captionlib.evaluate.localization import image_objects
 
 LONG = " ".join(f"word{i}" for i in range(40))  # 40 tokens: cut to 30
 # "boat" appears 4 times in train captions, "kite" 3 times, "zebra" only in val.
@@ -59,11 +60,19 @@ def _captions_file(path: Path, part: str, captions: dict[int, list[str]], first_
 
 def _instances_file(path: Path, image_ids: list[int]) -> None:
     annotations = [
-        {"id": 900 + i, "image_id": i, "category_id": 1 + i % 2, "bbox": [0, 0, 4, 3], "area": 12}
+        {
+            "id": 900 + i,
+            "image_id": i,
+            "category_id": 1 + i % 2,
+            "bbox": [0, 0, 4, 3],
+            "area": 12,
+            "segmentation": [[0, 0, 4, 0, 4, 3, 0, 3]],  # the box as a polygon
+            "iscrowd": 0,
+        }
         for i in image_ids
     ]
     categories = [{"id": 1, "name": "boat"}, {"id": 2, "name": "kite"}]
-    images = [{"id": i} for i in image_ids]
+    images = [{"id": i, "width": 8, "height": 6} for i in image_ids]  # as the official files
     payload = {"images": images, "annotations": annotations, "categories": categories}
     path.write_text(json.dumps(payload))
 
@@ -92,6 +101,10 @@ def test_coco_official_splits_load_through_pycocotools(tmp_path: Path) -> None:
     # instances were split too: category evaluation works on the prepared splits
     assert category_names(data.splits["test"]) == ["boat", "kite"]
     assert objects_in_image(data.splits["test"], 13) == {"kite"}
+    # the official image records (height, width) are kept: pycocotools can decode the masks
+    kite = image_objects(data.splits["test"], 13)["kite"]
+    assert kite.boxes == [[0, 0, 4, 3]]
+    assert kite.mask.shape == (6, 8) and kite.mask.any() and not kite.mask[4:].any()
 
 
 def test_vocabulary_threshold_four_for_coco(tmp_path: Path) -> None:

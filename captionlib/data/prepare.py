@@ -232,14 +232,17 @@ def _write_instances(root: Path, year: str, splits: Mapping[str, list[_Image]], 
     payloads = [_read_json(path) for path in sources]
     categories = _field(payloads[0], "categories", sources[0])
     annotations: dict[int, list[dict]] = defaultdict(list)
+    records: dict[int, dict] = {}  # the official image records: annToMask needs height, width
     for payload, path in zip(payloads, sources, strict=True):
         for annotation in _field(payload, "annotations", path):
             annotations[int(_field(annotation, "image_id", path))].append(annotation)
+        for image in _field(payload, "images", path):
+            records[int(_field(image, "id", path))] = image
     for name, images in splits.items():
         ids = sorted(image.image_id for image in images)
         payload = {
             "info": {"description": f"COCO {year} instances, split {name}"},
-            "images": [{"id": i} for i in ids],
+            "images": [records.get(i, {"id": i}) for i in ids],
             "annotations": [a for i in ids for a in annotations.get(i, [])],
             "categories": categories,
         }
