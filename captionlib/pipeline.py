@@ -34,6 +34,7 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from captionlib.artifacts import atomic_write_bytes
 from captionlib.checkpoints import load_checkpoint, save_checkpoint
 from captionlib.data.coco import (
     CaptionDataset,
@@ -308,7 +309,11 @@ def check_run_folder(config: RunConfig) -> None:
     current = json.loads(json.dumps({key: asdict(getattr(config, key)) for key in _RUN_SECTIONS}))
     path = folder / "run_config.json"
     if path.is_file():
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            message = f"{path} is not valid JSON ({error}); delete the run folder"
+            raise ValueError(message) from error
         changed = [key for key in _RUN_SECTIONS if stored.get(key) != current[key]]
         if changed:
             raise ValueError(
@@ -316,7 +321,7 @@ def check_run_folder(config: RunConfig) -> None:
                 "another folder (--set output=...) or delete it"
             )
     else:
-        path.write_text(json.dumps(current, indent=1))
+        atomic_write_bytes(path, json.dumps(current, indent=1).encode())
 
 
 def train(
@@ -388,7 +393,7 @@ def train(
         save_checkpoint(
             folder / "captioner.pt", model.state_dict(), model.config(), data.vocabulary.words
         )
-        (folder / "history.json").write_text(json.dumps(history.as_dict()))
+        atomic_write_bytes(folder / "history.json", json.dumps(history.as_dict()).encode())
     barrier(context)
     return history
 
@@ -430,7 +435,7 @@ def evaluate(
         {i: captions[i] for i in refs}, refs, metrics=section.metrics, tokenizer=section.tokenizer
     )
     result = {"split": name, "stage": stage, "scores": scores, "captions": captions}
-    (folder / f"evaluation_{name}.json").write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(folder / f"evaluation_{name}.json", json.dumps(result, indent=1).encode())
     return result
 
 
@@ -574,5 +579,5 @@ def finetune(config: RunConfig, progress: bool = True) -> FinetuneHistory:
         folder / "captioner.pt", model.state_dict(), model.config(), data.vocabulary.words
     )
     save_checkpoint(folder / "encoder.pt", encoder.state_dict(), _encoder_config(config))
-    (folder / "history.json").write_text(json.dumps(history.as_dict()))
+    atomic_write_bytes(folder / "history.json", json.dumps(history.as_dict()).encode())
     return history

@@ -96,6 +96,7 @@ def train_captioner(
     best_state = copy.deepcopy(model.state_dict())
     best_score = float("-inf")
     start_epoch = 0
+    epochs_without_gain = 0
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         resumed = load_checkpoint(checkpoint_path)
         model.load_state_dict(resumed["state_dict"])
@@ -105,7 +106,7 @@ def train_captioner(
         best_state = extra["best_state"]
         best_score = max(history.val_score) if history.val_score else float("-inf")
         start_epoch = len(history.train_loss)
-    epochs_without_gain = 0
+        epochs_without_gain = int(extra.get("epochs_without_gain", 0))
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         runner = training_module if training_module is not None else model
@@ -149,6 +150,7 @@ def train_captioner(
                     "optimizer": optimizer.state_dict(),
                     "history": history.as_dict(),
                     "best_state": best_state,
+                    "epochs_without_gain": epochs_without_gain,
                 },
             )
     model.load_state_dict(best_state)

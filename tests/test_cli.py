@@ -11,6 +11,7 @@ import torch
 from test_prepare import make_coco2014
 
 from captionlib.cli import main
+from captionlib.pipeline import check_run_folder
 from captionlib.runconfig import load_run_config, parse_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,3 +178,14 @@ def test_train_and_evaluate_on_a_prepared_coco_folder(
     assert header["image_ids"] == [1, 2, 3] and header["shape"] == [3, 16, 64]  # 4×4 grid
     evaluated = _run(capsys, "evaluate", "--config", "coco_adaptive", *small)
     assert set(evaluated["scores"]) == {"CIDEr"} and set(evaluated["examples"]) == {"12", "13"}
+
+
+def test_a_corrupt_run_record_is_named(tmp_path: Path) -> None:
+    config = load_run_config(TINY, [f"output={tmp_path / 'run'}"])
+    check_run_folder(config)
+    record = tmp_path / "run" / "run_config.json"
+    assert json.loads(record.read_text())  # written whole on the first call
+    check_run_folder(config)  # same settings: accepted
+    record.write_text('{"data": ')  # as an interrupted plain write would leave it
+    with pytest.raises(ValueError, match=r"run_config\.json is not valid JSON"):
+        check_run_folder(config)

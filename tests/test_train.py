@@ -70,18 +70,24 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch() -> None:
 
 def test_resuming_from_a_checkpoint_equals_one_uninterrupted_run(tmp_path: Path) -> None:
     features, captions = _data()
-    config = CaptionTrainConfig(epochs=3, lr=1e-2)
+    # constant scores: no gain after epoch 1, so patience 2 decays the lr after epoch 3 and
+    # epoch 4 trains with it; the resumed run must remember the epoch without gain before it
+    config = CaptionTrainConfig(epochs=4, lr=1e-2, patience=2)
 
     straight = _model()
-    train_captioner(straight, _batches(features, captions), lambda m: 0.0, config, progress=False)
+    expected = train_captioner(
+        straight, _batches(features, captions), lambda m: 0.0, config, progress=False
+    )
 
     resumed = _model()
     checkpoint = tmp_path / "run.pt"
-    first = CaptionTrainConfig(epochs=2, lr=1e-2)
+    first = CaptionTrainConfig(epochs=2, lr=1e-2, patience=2)
     batches = _batches(features, captions)
     train_captioner(resumed, batches, lambda m: 0.0, first, checkpoint, progress=False)
     history = train_captioner(resumed, batches, lambda m: 0.0, config, checkpoint, progress=False)
-    assert len(history.train_loss) == 3
+    assert len(history.train_loss) == 4
+    assert history.lr == pytest.approx(expected.lr)
+    assert history.lr[-1] == pytest.approx(0.8e-2)
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value)
 
