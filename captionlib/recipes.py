@@ -40,6 +40,7 @@ from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld, obje
 from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate.captions import score_captions
 from captionlib.evaluate.diagnosis import ObjectWord, diagnose, label_object_words, object_masks
+from captionlib.evaluate.explanation_study import StudyConfig, run_study
 from captionlib.evaluate.hallucination import (
     ground_truth,
     hallucination_scores,
@@ -47,6 +48,7 @@ from captionlib.evaluate.hallucination import (
     shapeworld_synonyms,
     split_references,
 )
+from captionlib.evaluate.localization import image_objects
 from captionlib.evaluate.objects import ObjectMentionReport, absent_object_mentions
 from captionlib.finetune import (
     FinetuneConfig,
@@ -130,6 +132,15 @@ def load_images(split: CocoSplit, progress: bool = False) -> torch.Tensor:
         for path in tqdm(split.file_paths, desc="images", disable=not progress)
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+@cache
+def split_images(split_name: str) -> torch.Tensor:
+    """The book's ShapeWorld split `split_name` as uint8 (num_images, 3, H, W), loaded once per
+    process (chapters 9–11 read the same images several times)."""
+    if split_name not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split_name!r}")
+    return load_images(shapeworld_splits()[split_name])
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -359,16 +370,15 @@ class CaptionerEvaluation(NamedTuple):
     report: ObjectMentionReport
 
 
-def evaluate_captioner(
-    trained: TrainedCaptioner, split_name: str, beam_size: int = 3
-) -> CaptionerEvaluation:
-    """Caption a ShapeWorld split (beam search, bad endings removed) and score it: BLEU,
-    METEOR (when Java is present), ROUGE-L, CIDEr-D and the share of captions naming an
-    absent object."""
+def decode_split(
+    trained: TrainedCaptioner, split_name: str, beam_size: int = 3, progress: bool = False
+) -> tuple[list[DecodedCaption], dict[int, str]]:
+    """Beam-search captions (bad endings removed) of every image of a ShapeWorld split from the
+    frozen encoder's cached features: the decoded captions and image id → text."""
     split = shapeworld_splits()[split_name]
     decoded = decode_features(
         trained.model,
-        encoder_features(split_name),
+        encoder_features(split_name, progress=progress),
         trained.vocabulary,
         beam_size=beam_size,
         max_length=CAPTION_TRAINING.max_length,
@@ -377,6 +387,17 @@ def evaluate_captioner(
         image_id: caption_text(caption, trained.vocabulary)
         for image_id, caption in zip(split.image_ids, decoded, strict=True)
     }
+    return decoded, captions
+
+
+def evaluate_captioner(
+    trained: TrainedCaptioner, split_name: str, beam_size: int = 3
+) -> CaptionerEvaluation:
+    """Caption a ShapeWorld split (beam search, bad endings removed) and score it: BLEU,
+    METEOR (when Java is present), ROUGE-L, CIDEr-D and the share of captions naming an
+    absent object."""
+    split = shapeworld_splits()[split_name]
+    decoded, captions = decode_split(trained, split_name, beam_size)
     scores = score_captions(captions, references(split), metrics="default", tokenizer="auto")
     report = absent_object_mentions(captions, split, object_words)
     scores["names absent object"] = report.absent_caption_share
@@ -432,17 +453,9 @@ def hallucination_diagnosis(
         start, cpu_start = time.perf_counter(), time.process_time()
         trained = trained_captioner(kind, progress=progress)
         split = shapeworld_splits()[split_name]
-        decoded = decode_features(  # as evaluate_captioner, without the caption metrics
-            trained.model,
-            encoder_features(split_name, progress=progress),
-            trained.vocabulary,
-            beam_size=DIAGNOSIS_CONFIG["beam_size"],
-            max_length=CAPTION_TRAINING.max_length,
+        decoded, captions = decode_split(
+            trained, split_name, DIAGNOSIS_CONFIG["beam_size"], progress
         )
-        captions = {
-            image_id: caption_text(caption, trained.vocabulary)
-            for image_id, caption in zip(split.image_ids, decoded, strict=True)
-        }
         synonyms = shapeworld_synonyms()
         words = label_object_words(
             captions,
@@ -453,7 +466,7 @@ def hallucination_diagnosis(
         statistics = diagnose(
             trained.model,
             pretrained_encoder(progress=progress).encoder,
-            normalize(load_images(split, progress=progress)),
+            normalize(split_images(split_name)),
             [caption.token_ids for caption in decoded],
             words,
             {image_id: index for index, image_id in enumerate(split.image_ids)},
@@ -546,7 +559,7 @@ def _finetune_data() -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         [torch.tensor(vocab.encode(text, MAX_CAPTION_LENGTH), dtype=torch.long) for text in texts]
         for texts in train.captions
     ]
-    return load_images(train), captions
+    return split_images("train"), captions
 
 
 def finetuned_captioner(
@@ -589,17 +602,12 @@ def finetuned_captioner(
     return FinetunedCaptioner(model, encoder, vocab, history, kind, method, seed, folder)
 
 
-@cache
-def _split_images(split_name: str) -> torch.Tensor:
-    return load_images(shapeworld_splits()[split_name])
-
-
 def caption_split(
     model: Captioner, encoder: SmallVGG, split_name: str, beam_size: int = 3
 ) -> dict[int, str]:
     """image id → caption of every image of a split, features from `encoder` (chapter 11)."""
     split = shapeworld_splits()[split_name]
-    features = extract_features(encoder, _split_images(split_name))
+    features = extract_features(encoder, split_images(split_name))
     return caption_features(
         model, features, split.image_ids, vocabulary(), beam_size, CAPTION_TRAINING.max_length
     )
@@ -700,10 +708,6 @@ def explanation_evaluation(kind: str, split_name: str, progress: bool = True) ->
     (per-item values; read back with that module's `localization_summaries`, `image_drops`,
     `vanished`, `word_drops`).
     """
-    from captionlib.data.shapeworld import object_words as names
-    from captionlib.evaluate.explanation_study import StudyConfig, run_study
-    from captionlib.evaluate.localization import image_objects
-
     if split_name not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split_name!r}")
     config = StudyConfig(max_length=CAPTION_TRAINING.max_length)
@@ -714,17 +718,13 @@ def explanation_evaluation(kind: str, split_name: str, progress: bool = True) ->
         "images": EXPLANATION_STUDY_IMAGES,
     }
 
-    def category(word: str) -> str | None:
-        named = names(word)
-        return next(iter(named)) if len(named) == 1 else None
-
     def build(folder: Path) -> None:
         trained = trained_captioner(kind, progress=progress)
         encoder = pretrained_encoder(progress=progress).encoder
         split = shapeworld_splits()[split_name]
         count = min(EXPLANATION_STUDY_IMAGES, len(split))
         image_ids = split.image_ids[:count]
-        images = load_images(split)[:count]
+        images = split_images(split_name)[:count]
         annotations = [image_objects(split, image_id) for image_id in image_ids]
         seed_everything(config.seed)
         result = run_study(
@@ -734,7 +734,7 @@ def explanation_evaluation(kind: str, split_name: str, progress: bool = True) ->
             image_ids,
             annotations,
             trained.vocabulary,
-            category,
+            shapeworld_synonyms().category_of,
             config,
             prepare=normalize,
             progress=progress,

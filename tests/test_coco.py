@@ -20,6 +20,7 @@ from captionlib.data.coco import (
     category_names,
     collate_captions,
     denormalize,
+    first_image_with,
     image_transform,
     load_coco_split,
     load_image,
@@ -72,6 +73,11 @@ def test_references_and_objects(split) -> None:
     assert objects_in_image(split, 12) == {"dog"}
     with pytest.raises(KeyError):
         objects_in_image(split, 99)
+    order = split.image_ids  # first_image_with answers with an index into this order
+    assert order[first_image_with(split, "dog", "ball")] == 3
+    assert objects_in_image(split, order[first_image_with(split, "dog")]) >= {"dog"}
+    with pytest.raises(ValueError, match=r"\['ball', 'boat'\]"):
+        first_image_with(split, "boat", "ball")
 
 
 def test_split_without_instances(tiny_coco) -> None:

@@ -5,12 +5,21 @@ Tiny float64 models (vocab 20, hidden 16) on a tiny CNN with a 6×6 grid keep th
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import Tensor, nn
 
+from captionlib.data.vocab import Vocabulary
 from captionlib.explain import rules
-from captionlib.explain.api import METHODS, captions_to_ids, explain, register_method
+from captionlib.explain.api import (
+    METHODS,
+    captions_to_ids,
+    explain,
+    explained_words,
+    register_method,
+)
 from captionlib.explain.attention import explain_attention, upsample_grid
 from captionlib.explain.cnn import explain_cnn, paper_composite
 from captionlib.explain.lrp import explain_lrp
@@ -358,3 +367,13 @@ def test_upsample_grid_modes() -> None:
         upsample_grid(scores, (2, 2), (4, 4), mode="gaussian")
     with pytest.raises(ValueError, match="locations"):
         upsample_grid(scores, (3, 2), (4, 4))
+
+
+def test_explained_words_drop_the_padding() -> None:
+    vocabulary = Vocabulary(["a", "dog", "ball"])
+    explanation = SimpleNamespace(
+        words=torch.tensor([[4, 5, 3, 0], [6, 3, 0, 0]]),
+        mask=torch.tensor([[True, True, True, False], [True, True, False, False]]),
+    )
+    assert explained_words(explanation, vocabulary) == ["a", "dog", "<end>"]
+    assert explained_words(explanation, vocabulary, row=1) == ["ball", "<end>"]

@@ -194,3 +194,16 @@ def test_object_deletion_effect_zeroes_the_cells_the_object_touches(split):
     assert summaries.object_deletion_effect(
         model, features, captions, [], split, image_ids, grid
     ).shape == (0,)
+
+
+def test_rank_correlation_is_spearman():
+    first = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]])
+    second = torch.tensor([[10.0, 20.0, 35.0, 1000.0], [4.0, 3.0, 2.0, 1.0]])
+    # monotone but not linear: Spearman 1 where Pearson is below 1; reversed ranks: −1
+    torch.testing.assert_close(
+        summaries.rank_correlation(first, second), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    )
+    assert summaries.map_correlation(first, second)[0] < 0.9
+    # one swap among 4: 1 − 6·Σd²/(n(n²−1)) = 1 − 6·2/60 = 0.8
+    swapped = torch.tensor([1.0, 3.0, 2.0, 4.0])
+    assert summaries.rank_correlation(first[0], swapped).item() == pytest.approx(0.8)

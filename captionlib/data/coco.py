@@ -399,6 +399,15 @@ def category_names(split: CocoSplit) -> list[str]:
     return [cats[cat_id]["name"] for cat_id in sorted(cats)]
 
 
+def first_image_with(split: CocoSplit, *categories: str) -> int:
+    """Index of the split's first image that contains every one of `categories` (chapter 5)."""
+    wanted = set(categories)
+    for index, image_id in enumerate(split.image_ids):
+        if wanted <= objects_in_image(split, image_id):
+            return index
+    raise ValueError(f"no image of the split contains all of {sorted(wanted)}")
+
+
 def objects_in_image(split: CocoSplit, image_id: int) -> set[str]:
     """The category names of the objects annotated in image `image_id`."""
     instances = _instances(split)

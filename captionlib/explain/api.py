@@ -75,6 +75,13 @@ def captions_to_ids(
     return torch.tensor([row + [pad_id] * (length - len(row)) for row in rows], dtype=torch.long)
 
 
+def explained_words(explanation: Explanation, vocabulary: Vocabulary, row: int = 0) -> list[str]:
+    """The explained words of caption `row`: the model's words and <end>, no padding
+    (chapters 5 and 7)."""
+    kept = explanation.words[row][explanation.mask[row]]
+    return [vocabulary.id_to_word(int(word)) for word in kept]
+
+
 def explain(
     model: Captioner,
     encoder: nn.Module | None,

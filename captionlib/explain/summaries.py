@@ -371,6 +371,16 @@ def map_correlation(first: Tensor, second: Tensor) -> Tensor:
     return (a * b).sum(-1) / norm.where(norm > 0, torch.nan)
 
 
+def rank_correlation(first: Tensor, second: Tensor) -> Tensor:
+    """Spearman correlation of two maps of the same words, (..., M) and (..., M) → (...): the
+    Pearson correlation of their ranks (ties broken by position; chapter 9's sanity check)."""
+    return map_correlation(_ranks(first), _ranks(second))
+
+
+def _ranks(values: Tensor) -> Tensor:
+    return values.argsort(-1).argsort(-1).to(torch.float64)
+
+
 def summarize_mass(
     records: Mapping[str, Sequence[ObjectWordMass]],
 ) -> dict[str, dict[str, float | int]]:
