@@ -239,3 +239,20 @@ def test_image_dataset_and_missing_image(split) -> None:
     split.file_paths[1].unlink()
     with pytest.raises(FileNotFoundError, match="000005.png"):
         data[1]
+
+
+def test_read_coco_is_quiet_and_names_bad_files(tmp_path, capsys) -> None:
+    from captionlib.data.coco import read_coco
+
+    path = tmp_path / "captions.json"
+    path.write_text(
+        '{"images": [{"id": 1}], "annotations": [{"id": 5, "image_id": 1, "caption": "a dog"}]}'
+    )
+    coco = read_coco(path)
+    assert coco.getImgIds() == [1] and coco.loadAnns(5)[0]["caption"] == "a dog"
+    assert capsys.readouterr().out == ""
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_coco(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        read_coco(tmp_path / "bad.json")

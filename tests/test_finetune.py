@@ -281,7 +281,7 @@ def test_statistics_table_and_statement_follow_the_numbers():
     stats = seed_statistics(fake_scores(lrp_chair=0.20))
     mean, std = stats["adaptive"]["shifted"]["control"]["CHAIRs"]
     assert mean == pytest.approx(0.30) and std == pytest.approx(0.02)
-    table = results_table(stats, names={"adaptive": "A"})
+    table = results_table(stats, names={"adaptive": "A"}).to_markdown()
     assert "| A | shifted | LRP-IFT | 0.400 ± 0.000 |" in table
     assert "| A | shifted | before | 0.400 | 1.000 |" in table
     better = finetune_statement(stats)

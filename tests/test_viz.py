@@ -22,7 +22,8 @@ from captionlib.viz.attention import (  # noqa: E402
     sentinel_plot,
     upsample_attention,
 )
-from captionlib.viz.training import metrics_table, plot_histories, plot_history  # noqa: E402
+from captionlib.viz.tables import metrics_table  # noqa: E402
+from captionlib.viz.training import plot_histories, plot_history  # noqa: E402
 
 GRID = 14
 SIZE = 112
@@ -220,10 +221,17 @@ def test_metrics_table_formats_and_aligns() -> None:
         {"test": {"BLEU-4": 0.41234, "CIDEr": 1.5}, "shifted": {"CIDEr": 0.25, "n": 500}},
         digits=2,
     )
-    lines = table.splitlines()
+    lines = str(table).splitlines()
     assert lines[0].split() == ["BLEU-4", "CIDEr", "n"]
     assert lines[2].split() == ["test", "0.41", "1.50", "–"]
     assert lines[3].split() == ["shifted", "–", "0.25", "500"]
     assert len({len(line) for line in lines[:2]}) == 1
+    assert table.to_markdown().splitlines() == [
+        "|   | BLEU-4 | CIDEr | n |",
+        "|:---|---:|---:|---:|",
+        "| test | 0.41 | 1.50 | – |",
+        "| shifted | – | 0.25 | 500 |",
+    ]
+    assert table._repr_markdown_() == table.to_markdown()
     with pytest.raises(ValueError, match="rows is empty"):
         metrics_table({})

@@ -129,6 +129,13 @@ def _coco_index(payload: dict[str, Any]) -> COCO:
     return coco
 
 
+def read_coco(path: str | Path) -> COCO:
+    """A pycocotools index of one COCO annotation file, without pycocotools' progress
+    printout (chapter 1). A missing file or malformed JSON raises an error naming the file."""
+    path = Path(path)
+    return _coco_index(_read_json(path, "COCO"))
+
+
 def _load_instances(path: Path, image_ids: set[int]) -> COCO:
     payload = _read_json(path, "instances")
     images = _records(payload, "images", path)

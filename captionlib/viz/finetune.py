@@ -3,7 +3,7 @@
     weight_panels(words, (w_first, w_second), ("ĉ_t", "h2_t"))   # the weights of one caption
     loss_curves({"captioner A": {"control": [h0, h1, h2], "lrp": [...]}})
     stats = seed_statistics(results.scores)                      # mean and std over seeds
-    print(results_table(stats))                                   # markdown, mean ± std
+    display(results_table(stats))                                 # a Table, mean ± std
     print(finetune_statement(stats))                              # what the numbers show
 
 The statements are generated from the measured numbers, so the prose matches the table
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from captionlib.finetune import FinetuneHistory
 from captionlib.viz.attention import image_array
+from captionlib.viz.tables import Table
 
 METRICS = ("BLEU-4", "CIDEr-D", "precision", "recall", "F1", "CHAIRi", "CHAIRs")
 LOWER_IS_BETTER = frozenset({"CHAIRi", "CHAIRs"})
@@ -162,14 +163,13 @@ def results_table(
     metrics: Sequence[str] = METRICS,
     digits: int = 3,
     names: Mapping[str, str] | None = None,
-) -> str:
-    """A markdown table: one row per (captioner, split, stage), cells "mean ± std" over seeds.
+) -> Table:
+    """One row per (captioner, split, stage), cells "mean ± std" over seeds.
 
     A stage measured once (the checkpoint before fine-tuning) shows its single value.
     """
     names = names or {}
-    header = "| captioner | split | model | " + " | ".join(metrics) + " |"
-    lines = [header, "|" + "---|" * (3 + len(metrics))]
+    rows = []
     for kind, splits in stats.items():
         for split, stages in splits.items():
             for stage, row in stages.items():
@@ -181,10 +181,9 @@ def results_table(
                         cell += f" ± {std:.{digits}f}"
                     cells.append(cell)
                 label = STAGE_NAMES.get(stage, stage)
-                lines.append(
-                    f"| {names.get(kind, kind)} | {split} | {label} | " + " | ".join(cells) + " |"
-                )
-    return "\n".join(lines)
+                rows.append([names.get(kind, kind), split, label, *cells])
+    align = ["l", "l", "l", *("r" for _ in metrics)]
+    return Table(["captioner", "split", "model", *metrics], rows, align=align)
 
 
 def compare(

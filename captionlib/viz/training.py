@@ -1,8 +1,7 @@
-"""Training curves and metric tables (chapters 2–4).
+"""Training curves (chapters 2–4).
 
     plot_history(captioner.history, "Captioner A")          # loss and validation score
     plot_histories({"A": history_a, "B": history_b})        # several runs on shared axes
-    print(metrics_table({"test": scores, "shifted": shifted_scores}))
 
 Curves show the raw per-epoch values the training loop recorded (`TrainHistory`): training
 loss (mean over the epoch's captions) and the validation score, with the selected (best)
@@ -11,7 +10,7 @@ epoch marked. Nothing is smoothed or rescaled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +19,6 @@ from matplotlib.figure import Figure
 
 from captionlib.train import TrainHistory
 
-CellValue = float | int | str | None
 LOSS_NAME = "training loss (cross-entropy per word)"
 
 
@@ -106,49 +104,3 @@ def plot_histories(
         figure.suptitle(title)
     figure.tight_layout()
     return figure
-
-
-def _cell(value: CellValue, digits: int) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        raise ValueError(f"table cells must be numbers or strings, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.{digits}f}"
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"table cells must be numbers or strings, got {type(value).__name__}")
-
-
-def metrics_table(
-    rows: Mapping[str, Mapping[str, CellValue]],
-    columns: Sequence[str] | None = None,
-    digits: int = 3,
-) -> str:
-    """A plain-text table: one line per row name, one column per metric.
-
-    `columns` picks and orders the columns (default: every key, in order of first
-    appearance); a row without a column shows "–". Floats get `digits` decimals.
-    """
-    if not rows:
-        raise ValueError("rows is empty: pass {row name: {column: value}}")
-    if digits < 0:
-        raise ValueError(f"digits must be >= 0, got {digits}")
-    if columns is None:
-        columns = list(dict.fromkeys(key for row in rows.values() for key in row))
-    body = [
-        [name, *(_cell(row.get(column), digits) for column in columns)]
-        for name, row in rows.items()
-    ]
-    header = ["", *columns]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def render(line: Sequence[str]) -> str:
-        first = line[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), rule, *(render(line) for line in body)])
