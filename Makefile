@@ -38,8 +38,7 @@ book: data $(MATHJAX)/tex-chtml.js
 
 # the lecturer's student edition: the same pages without any solution (hide_solutions)
 book-student: data $(MATHJAX)/tex-chtml.js
-	mkdir -p student
-	$(BIN)/python -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['title'] += ' (student edition)'; c['sphinx']['config']['hide_solutions'] = True; yaml.safe_dump(c, open('student/_config.yml', 'w'), sort_keys=False)"
+	$(BIN)/python book/_ext/student_edition.py student/_config.yml
 	$(BOOK_ENV) $(BIN)/jupyter-book build . --config student/_config.yml --path-output student --warningiserror --keep-going
 	@echo "Student edition: $(CURDIR)/student/_build/html/index.html"
 

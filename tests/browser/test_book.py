@@ -155,3 +155,4 @@ def test_student_edition_has_exercises_and_no_solutions(student_book: Path) -> N
         html = soup(page)
         assert html.select("div.exercise"), f"{page.name}: no exercises"
         assert not html.select("div.solution"), f"{page.name}: a solution in the student edition"
+        assert "Solution to" not in html.get_text(), f"{page.name}: a solution title remains"
