@@ -41,9 +41,32 @@ def select_device(preferred: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_data_dir() -> Path:
+    """Where data goes without $CAPTIONLIB_DATA: `<repo>/data` in a checkout of the book's
+    repository (an editable install), else a user cache folder
+    ($XDG_CACHE_HOME/captionlib, by default ~/.cache/captionlib) — never inside
+    site-packages, where a pip-installed captionlib (as in Colab) lives."""
+    if (_REPO_ROOT / "pyproject.toml").is_file() and (_REPO_ROOT / "_toc.yml").is_file():
+        return _REPO_ROOT / "data"
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache) if cache else Path.home() / ".cache") / "captionlib"
+
+
 def data_dir() -> Path:
-    """The folder for generated data and caches: $CAPTIONLIB_DATA or `<repo>/data`."""
-    root = Path(os.environ.get("CAPTIONLIB_DATA", _REPO_ROOT / "data"))
+    """The folder for generated data and caches: $CAPTIONLIB_DATA, else `default_data_dir()`
+    (chapter 1). An empty $CAPTIONLIB_DATA is an error, not the current directory."""
+    value = os.environ.get("CAPTIONLIB_DATA")
+    if value is None:
+        root = default_data_dir()
+    elif not value.strip():
+        raise ValueError(
+            "CAPTIONLIB_DATA is set but empty: unset it to use the default "
+            f"({default_data_dir()}) or set it to a folder"
+        )
+    else:
+        root = Path(value).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"CAPTIONLIB_DATA={root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     return root
 

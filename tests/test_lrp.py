@@ -326,7 +326,15 @@ def test_registry() -> None:
 
     register_method("fake_for_test", fake)
     try:
-        result = explain(_captioner("A"), None, None, _captions(1, 3), "fake_for_test", x=1)
+        result = explain(
+            _captioner("A"),
+            None,
+            None,
+            _captions(1, 3),
+            "fake_for_test",
+            features=_features(1),
+            x=1,
+        )
         assert result == "explained" and calls[0]["x"] == 1
     finally:
         del METHODS["fake_for_test"]
@@ -377,3 +385,34 @@ def test_explained_words_drop_the_padding() -> None:
     )
     assert explained_words(explanation, vocabulary) == ["a", "dog", "<end>"]
     assert explained_words(explanation, vocabulary, row=1) == ["ball", "<end>"]
+
+
+def test_requests_are_validated_once_with_named_errors() -> None:
+    model, encoder = _captioner("A"), _encoder()
+    images, captions = _images(2), _captions(2, 4)
+    with pytest.raises(ValueError, match="give encoder and images, or features"):
+        explain(model, encoder, None, captions)
+    nan_images = images.clone()
+    nan_images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="images contain NaN"):
+        explain(model, encoder, nan_images, captions)
+    raw = (torch.rand(2, 3, 8 * GRID, 8 * GRID) * 255).to(torch.uint8)
+    with pytest.raises(TypeError, match="normalised floats"):
+        explain(model, encoder, raw, captions)
+    with pytest.raises(ValueError, match="look unnormalised"):
+        explain(model, encoder, raw.double(), captions)
+    with pytest.raises(ValueError, match="images is an empty batch"):
+        explain(model, encoder, images[:0], captions[:0])
+    with pytest.raises(ValueError, match="features is an empty batch"):
+        explain(model, None, None, captions[:0], features=_features(2)[:0])
+    bad_start = captions.clone()
+    bad_start[1, 0] = Vocabulary.END_ID
+    with pytest.raises(ValueError, match=r"rows \[1\] do not start with <start>"):
+        explain(model, encoder, images, bad_start)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        explain(model, encoder, images, captions[:1])
+    with pytest.raises(ValueError, match="3 colour channels"):
+        explain(model, encoder, images[:, :1], captions)
+    # a valid request still explains every word
+    explanation = explain(model, encoder, images, captions)
+    assert torch.isfinite(explanation.pixels).all()

@@ -82,6 +82,71 @@ def explained_words(explanation: Explanation, vocabulary: Vocabulary, row: int =
     return [vocabulary.id_to_word(int(word)) for word in kept]
 
 
+# normalised images (recipes.normalize) lie within about ±3; raw 0–255 values do not
+MAX_NORMALISED_VALUE = 10.0
+
+
+def _check_tensor(name: str, value: Tensor, dims: int, shape_text: str) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {shape_text}, got {type(value).__name__}")
+    if value.dim() != dims:
+        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(value.shape)}")
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(value.shape)})")
+
+
+def check_request(
+    images: Tensor | None,
+    features: Tensor | None,
+    caption_ids: Tensor | None,
+    start_id: int = Vocabulary.START_ID,
+) -> None:
+    """Validate one explanation request once, with errors that name the argument
+    (chapter 7): images (B, 3, H, W) finite floats, normalised (not 0–255); features
+    (B, N, C) finite floats; caption_ids (B, T) integer ids, each row starting with
+    <start>; a non-empty batch, the same B everywhere."""
+    batch = {}
+    if images is not None:
+        _check_tensor("images", images, 4, "(B, 3, H, W)")
+        if images.shape[1] != 3:
+            raise ValueError(f"images must have 3 colour channels, got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(
+                f"images must be normalised floats (recipes.normalize), got {images.dtype}"
+            )
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite values")
+        largest = float(images.abs().max())
+        if largest > MAX_NORMALISED_VALUE:
+            raise ValueError(
+                f"images look unnormalised (|value| up to {largest:g}): pass "
+                "recipes.normalize(uint8 images), as for training"
+            )
+        batch["images"] = images.shape[0]
+    if features is not None:
+        _check_tensor("features", features, 3, "(B, N, C)")
+        if not features.is_floating_point():
+            raise TypeError(f"features must be floats, got {features.dtype}")
+        if not torch.isfinite(features).all():
+            raise ValueError("features contain NaN or infinite values")
+        batch["features"] = features.shape[0]
+    if caption_ids is not None:
+        _check_tensor("caption_ids", caption_ids, 2, "(B, T)")
+        if caption_ids.is_floating_point() or caption_ids.dtype == torch.bool:
+            raise TypeError(f"caption_ids must be integer ids, got {caption_ids.dtype}")
+        if caption_ids.shape[1] < 2:
+            raise ValueError(
+                f"caption_ids must hold <start> and at least one word, got shape "
+                f"{tuple(caption_ids.shape)}"
+            )
+        rows = (caption_ids[:, 0] != start_id).nonzero().flatten().tolist()
+        if rows:
+            raise ValueError(f"caption_ids rows {rows[:10]} do not start with <start> ({start_id})")
+        batch["caption_ids"] = caption_ids.shape[0]
+    if len(set(batch.values())) > 1:
+        raise ValueError(f"batch sizes differ: {batch}")
+
+
 def explain(
     model: Captioner,
     encoder: nn.Module | None,
@@ -107,6 +172,9 @@ def explain(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; registered: {sorted(METHODS)}")
+    if images is None and features is None:
+        raise ValueError("give encoder and images, or features, to explain")
+    check_request(images, features, caption_ids, start_id)
     if caption_ids is None:
         grid = features
         if grid is None:
