@@ -216,3 +216,25 @@ def test_decoding_argument_errors() -> None:
         greedy(model, features, START, END, max_length=0)
     with pytest.raises(ValueError, match="features"):
         greedy(model, features[0], START, END)
+
+
+def test_pad_and_start_are_never_decoded() -> None:
+    from captionlib.data.vocab import Vocabulary
+
+    pad, start, end = Vocabulary.PAD_ID, Vocabulary.START_ID, Vocabulary.END_ID
+    word = 4
+    # every row prefers <pad>, then <start>, then a real word, then <end>
+    table = torch.full((5, 5), 1e-3, dtype=torch.float64)
+    table[:, pad], table[:, start], table[:, word], table[:, end] = 0.6, 0.3, 0.07, 0.027
+    table = table / table.sum(1, keepdim=True)
+    model = TableCaptioner(table)
+    features = torch.zeros(2, 3, 4, dtype=torch.float64)
+    for decoded in (
+        greedy(model, features, start, end, max_length=4),
+        beam_search(model, features, start, end, beam_size=3, max_length=4),
+    ):
+        for caption in decoded:
+            assert pad not in caption.token_ids and start not in caption.token_ids
+    first = greedy(model, features, start, end, max_length=4)[0]
+    assert first.token_ids == [word] * 4
+    assert first.log_prob == pytest.approx(4 * math.log(float(table[start, word])))

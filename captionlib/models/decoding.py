@@ -5,7 +5,9 @@ Written once for every captioner: a decoder only calls `prepare`, `init_state`, 
 run without gradients. Beam indices are integer tensors (`torch.div(..., rounding_mode=
 "floor")`): the authors' true division gives float indices that current PyTorch rejects.
 
-A decoded caption's `token_ids` exclude <start> and <end>; its `log_prob` is the sum of the
+Neither decoder ever emits <pad> or <start> (an untrained or badly trained model may give them
+the highest score): their log-probabilities are set to −∞ before the choice, the other words'
+values are untouched. A decoded caption's `token_ids` exclude <start> and <end>; its `log_prob` is the sum of the
 chosen tokens' log-probabilities, the final <end> included when the caption ended; `alpha`
 and `beta` are the attention weights of the L steps that produced the L words.
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
+from captionlib.data.vocab import Vocabulary
 from captionlib.models.base import Captioner
 from captionlib.utils import torch_threads
 
@@ -85,6 +88,13 @@ def remove_bad_endings(
     return words
 
 
+def _never_decoded(log_probs: Tensor, start_id: int) -> Tensor:
+    """log_probs (..., V) with <pad> and <start> at −∞ (never a decoded word)."""
+    banned = log_probs.clone()
+    banned[..., [Vocabulary.PAD_ID, start_id]] = float("-inf")
+    return banned
+
+
 def _check_decoding_args(
     model: Captioner, features: Tensor, start_id: int, end_id: int, max_length: int
 ) -> None:
@@ -117,7 +127,7 @@ def greedy(
         for t in range(max_length):
             out = model.step(model.embedding(words), state, memory)
             state = out.state
-            step_log_probs = functional.log_softmax(out.logits, dim=-1)  # (B, V)
+            step_log_probs = _never_decoded(functional.log_softmax(out.logits, dim=-1), start_id)
             words = step_log_probs.argmax(dim=-1)  # (B,)
             chosen = step_log_probs.gather(1, words.unsqueeze(1)).squeeze(1).double()
             log_probs += torch.where(finished, torch.zeros_like(chosen), chosen)
@@ -203,6 +213,7 @@ def _beam_search_one(
     for t in range(max_length):
         out = model.step(model.embedding(words), state, memory)
         step_log_probs = functional.log_softmax(out.logits, dim=-1).double()  # (K, V)
+        step_log_probs = _never_decoded(step_log_probs, start_id)
         totals = scores.unsqueeze(1) + step_log_probs  # (K, V)
         if t == 0:
             totals = totals[:1]  # all beams start identical: expand only the first
