@@ -5,11 +5,12 @@ Written once for every captioner: a decoder only calls `prepare`, `init_state`, 
 run without gradients. Beam indices are integer tensors (`torch.div(..., rounding_mode=
 "floor")`): the authors' true division gives float indices that current PyTorch rejects.
 
-Neither decoder ever emits <pad> or <start> (an untrained or badly trained model may give them
-the highest score): their log-probabilities are set to −∞ before the choice, the other words'
-values are untouched. A decoded caption's `token_ids` exclude <start> and <end>; its `log_prob` is the sum of the
-chosen tokens' log-probabilities, the final <end> included when the caption ended; `alpha`
-and `beta` are the attention weights of the L steps that produced the L words.
+Neither decoder ever emits <pad> or <start> (an untrained or badly trained model may give
+them the highest score): their log-probabilities are set to −∞ before the choice, the other
+words' values are untouched. A decoded caption's `token_ids` exclude <start> and <end>; its
+`log_prob` is the sum of the chosen tokens' log-probabilities, the final <end> included when
+the caption ended; `alpha` and `beta` are the attention weights of the L steps that produced
+the L words.
 """
 
 from __future__ import annotations
