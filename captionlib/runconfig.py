@@ -6,6 +6,8 @@ The file has the sections below; every key is optional except `name`, and a key 
 not known, or a value of the wrong type, raises ValueError naming it (e.g.
 "configs/x.yaml: training.lr must be a number, got 'fast'").
 
+::
+
     name, output (a folder; relative paths are under captionlib.data_dir()), device
     (auto | cpu | cuda | cuda:N), seed
     data:       dataset (shapeworld | coco2014 | coco2017 | flickr30k), root (source folder
@@ -105,6 +107,9 @@ class ExplainSection:
     method: str = "lrp"
     beam_size: int = 3
     max_length: int = 16
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,18 @@ def parse_run_config(payload: Any, source: str = "config") -> RunConfig:
         raise ValueError(f"{source}: {unknown[0]} is not a known section (known: {sorted(top)})")
     if not isinstance(payload.get("name"), str) or not payload["name"]:
         raise ValueError(f"{source}: name must be a non-empty string")
+    if not RUN_NAME.fullmatch(payload["name"]):
+        raise ValueError(
+            f"{source}: name {payload['name']!r} must be letters, digits, '.', '_' or '-' "
+            "(no '/', no '..'): it names a folder under the data folder"
+        )
+    output = payload.get("output")
+    if isinstance(output, str) and output and not Path(output).is_absolute():
+        if ".." in Path(output).parts:
+            raise ValueError(
+                f"{source}: output {output!r} leaves the data folder: give a path without "
+                "'..' (relative to the data folder) or an absolute path"
+            )
     values: dict[str, Any] = {}
     for key in ("name", "output", "device", "seed"):
         if key in payload:

@@ -189,3 +189,20 @@ def test_a_corrupt_run_record_is_named(tmp_path: Path) -> None:
     record.write_text('{"data": ')  # as an interrupted plain write would leave it
     with pytest.raises(ValueError, match=r"run_config\.json is not valid JSON"):
         check_run_folder(config)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "with space"])
+def test_run_names_cannot_leave_the_data_folder(name: str) -> None:
+    with pytest.raises(ValueError, match="name"):
+        parse_run_config({"name": name}, "cfg.yaml")
+
+
+def test_relative_output_cannot_leave_the_data_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CAPTIONLIB_DATA", str(tmp_path / "store"))
+    with pytest.raises(ValueError, match="output '../elsewhere' leaves the data folder"):
+        parse_run_config({"name": "ok", "output": "../elsewhere"}, "cfg.yaml")
+    inside = parse_run_config({"name": "run-1.b_2", "output": "nested/place"}, "cfg.yaml")
+    assert inside.run_dir == tmp_path / "store" / "nested" / "place"
+    assert parse_run_config({"name": "ok"}).run_dir == tmp_path / "store" / "runs" / "ok"
+    absolute = parse_run_config({"name": "ok", "output": str(tmp_path / "scratch")})
+    assert absolute.run_dir == tmp_path / "scratch"
