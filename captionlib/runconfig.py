@@ -257,12 +257,12 @@ def parse_run_config(payload: Any, source: str = "config") -> RunConfig:
             "(no '/', no '..'): it names a folder under the data folder"
         )
     output = payload.get("output")
-    if isinstance(output, str) and output and not Path(output).is_absolute():
-        if ".." in Path(output).parts:
-            raise ValueError(
-                f"{source}: output {output!r} leaves the data folder: give a path without "
-                "'..' (relative to the data folder) or an absolute path"
-            )
+    relative = isinstance(output, str) and not Path(output).is_absolute()
+    if relative and ".." in Path(output).parts:
+        raise ValueError(
+            f"{source}: output {output!r} leaves the data folder: give a path without "
+            "'..' (relative to the data folder) or an absolute path"
+        )
     values: dict[str, Any] = {}
     for key in ("name", "output", "device", "seed"):
         if key in payload:
