@@ -4,19 +4,32 @@ An artifact is a folder named `<kind>-<hash of its config>`. It is built in a te
 sibling folder and renamed into place only when the builder returns, so an interrupted run
 never leaves a half-written artifact behind; the next run simply builds it again.
 
+Builders of the same artifact take turns: a second process asking for an artifact that
+another one is building waits on its lock file (`<kind>-<hash>.lock`, an OS file lock that
+dies with its holder) and then loads what the first one built. Temporary folders left by a
+killed builder (whose lock nobody holds any more) are removed by the next call.
+
+::
+
     path = cached("encoder", config, build=lambda folder: train_and_save(folder))
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: builds are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 from captionlib.utils import data_dir
 
@@ -40,6 +53,42 @@ def artifact_path(kind: str, config: Mapping[str, Any], root: Path | None = None
     return root / f"{kind}-{config_hash(config)}"
 
 
+@contextlib.contextmanager
+def _locked(lock_path: Path, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive OS lock on `lock_path` for the block; yields False when
+    `blocking=False` and another process holds it."""
+    with open(lock_path, "a+") as handle:
+        if fcntl is None:
+            yield True
+            return
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle, flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Remove temporary build folders under `root` whose builder is gone (nobody holds the
+    artifact's lock); return what was removed."""
+    removed = []
+    for folder in sorted(Path(root).glob(".*-*.*")):
+        name = folder.name[1:].rsplit(".", 1)[0]  # ".<kind>-<hash>.<random>"
+        lock = folder.parent / f"{name}.lock"
+        if not folder.is_dir() or not lock.is_file():
+            continue
+        with _locked(lock, blocking=False) as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
 def cached(
     kind: str,
     config: Mapping[str, Any],
@@ -49,26 +98,28 @@ def cached(
     """Return the artifact folder for (kind, config), calling `build(tmp_folder)` if absent.
 
     `build` writes its files into the folder it is given. The folder is renamed into place
-    only after `build` returns; if it raises, the temporary folder is removed.
+    only after `build` returns; if it raises, the temporary folder is removed. While one
+    process builds, others asking for the same artifact wait and then load it.
     """
     target = artifact_path(kind, config, root)
     if (target / CONFIG_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary shared files
-    try:
-        build(tmp)
-        (tmp / CONFIG_FILE).write_text(json.dumps(dict(config), sort_keys=True, indent=2))
-        if (target / CONFIG_FILE).is_file():  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_builds(target.parent)
+    with _locked(target.parent / f"{target.name}.lock"):
+        if (target / CONFIG_FILE).is_file():  # built by the process we waited for
             return target
-        if target.exists():  # a stale folder without its config file: never complete
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary shared files
+        try:
+            build(tmp)
+            (tmp / CONFIG_FILE).write_text(json.dumps(dict(config), sort_keys=True, indent=2))
+            if target.exists():  # a stale folder without its config file: never complete
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target
 
 

@@ -45,7 +45,8 @@ def test_interrupted_build_leaves_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         cached("thing", {"x": 1}, build, root=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    # only the (empty) lock file stays: nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == [f"{artifact_path('thing', {'x': 1}).name}.lock"]
     with pytest.raises(ValueError, match="plain name"):
         artifact_path("../escape", {}, tmp_path)
 

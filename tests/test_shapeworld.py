@@ -219,7 +219,8 @@ def test_ensure_shapeworld_is_atomic_and_cached(
     with pytest.raises(RuntimeError, match="interrupted"):
         ensure_shapeworld(config, progress=False)
     assert len(calls) == 9  # train and val were written before the failure
-    assert list(tmp_path.iterdir()) == []
+    # nothing half-written: only the builders' (empty) lock file stays
+    assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]
 
     monkeypatch.setattr(sw, "_render_one", render)
     folder = ensure_shapeworld(config, progress=False)
