@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from captionlib import ops
 from captionlib.data.coco import collate_captions
-from captionlib.explain import rules
 from captionlib.explain.cnn import hooked_forward
 from captionlib.explain.lrp import explain_lrp, explained_logits, explaining
 from captionlib.features import MemmapFeatures, write_features
@@ -191,7 +191,7 @@ def per_word_loop(model: nn.Module, cnn: nn.Module, images: Tensor, captions: Te
     with explaining(model, cnn), hooked_forward(cnn, images) as (pixels, feature_map):
         grid = to_grid(feature_map).detach().requires_grad_()  # (B, N, C)
         embeddings = model.embedding(captions[:, :-1]).detach().requires_grad_()
-        with torch.enable_grad(), rules.lrp_mode(epsilon=0.01):
+        with torch.enable_grad(), ops.lrp_mode(epsilon=0.01):
             logits = model(grid, captions, embeddings=embeddings).logits
             explained = explained_logits(logits, captions)  # (B, K)
             for t in range(steps):

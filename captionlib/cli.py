@@ -1,5 +1,7 @@
 """The command line: `python -m captionlib <command> --config <yaml>` (chapter 12).
 
+::
+
     python -m captionlib prepare  --config configs/coco_adaptive.yaml
     python -m captionlib train    --config configs/coco_adaptive.yaml [--set training.epochs=1]
     python -m captionlib evaluate --config configs/coco_adaptive.yaml [--split test]

@@ -3,7 +3,7 @@
 A run started by `torchrun` finds RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
 in its environment; `init_distributed` reads them and joins the process group (NCCL on CUDA,
 gloo on the CPU). Without them it returns a single-process context, so the same code runs
-on a laptop, one GPU, eight GPUs or several nodes:
+on a laptop, one GPU, eight GPUs or several nodes::
 
     torchrun --nproc_per_node 8 -m captionlib train --config configs/coco_adaptive.yaml
     torchrun --nnodes 2 --node_rank 0 --master_addr host0 --nproc_per_node 8 -m captionlib ...
@@ -198,7 +198,7 @@ def _local_worker(rank: int, world_size: int, port: int, function: Callable, arg
 
 
 def run_local(function: Callable[..., Any], world_size: int, *args: Any) -> None:
-    """Run function(context, *args) in `world_size` CPU processes on the gloo backend.
+    """Run `function(context, *args)` in `world_size` CPU processes on the gloo backend.
 
     What torchrun does, on one machine, from Python (tests and the chapter use it).
     `function` must be importable by name (defined at module level) to reach the processes.

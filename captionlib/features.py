@@ -5,13 +5,14 @@ they are computed once. For COCO they do not fit in memory (123,287 images × 19
 float16 is 25 GB), so they live on disk in a NumPy `.npy` file that is memory-mapped: a
 training batch reads only its rows, and the operating system caches what fits.
 
-A feature store `<name>` is two files:
+A feature store `<name>` is two files::
 
     <name>.npy    (num_images, N, C) float16 (or float32), row i = image i of the split
     <name>.json   the header: format, shape, dtype, image ids, and free-form metadata
 
 Both are written under temporary names and renamed into place, the header last: a store
 whose header exists is complete, and an interrupted extraction leaves nothing behind.
+Writing a store and reading it back::
 
     write = FeatureWriter(folder / "train", image_ids, meta={"encoder": "vgg16"})
     with write:

@@ -5,9 +5,9 @@ During teacher-forced fine-tuning, for every sample and step t (book/method.md �
 1. k = the model's own predicted word (argmax of the dropout-free logits y_t); stop words
    and special tokens get all weights 1;
 2. the logit y_t[k] is explained through the output layer only, with the ε-rule of
-   `captionlib.explain.rules` (the same rules the explainers use): relevance R of the two
+   `captionlib.ops` (the same rules the explainers use): relevance R of the two
    readout terms (ĉ_t, h2_t) for captioner A, (â_t, h_t) for captioner B;
-3. weights w = 1 + R / max_d |R_d| ∈ [0, 2], one vector per term (supporting dimensions
+3. weights `w = 1 + R / max_d |R_d|` ∈ [0, 2], one vector per term (supporting dimensions
    amplified up to ×2, opposing ones shrunk towards 0), treated as constants;
 4. ỹ_t = W_o (w_1 ⊙ first + w_2 ⊙ second) + b_o;
 5. loss = CE(ỹ, y*) + CE(y, y*) over the non-padding ground-truth words.
@@ -22,6 +22,8 @@ images. Choices this module makes (chapter 11 discusses them):
 - Each term is normalised by its own maximum ("separate", default): each of ĉ_t and h2_t
   gets the full range [0, 2], as step 3 reads ("for ĉ_t and h2_t"). "joint" divides both by
   the larger of the two maxima, so the term with less relevance stays closer to 1.
+
+::
 
     config = FinetuneConfig(method="lrp", seed=0)
     history = finetune_captioner(model, encoder, batches, config, vocabulary=vocab)
@@ -39,8 +41,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captionlib import ops
 from captionlib.data.vocab import Vocabulary
-from captionlib.explain import rules
 from captionlib.models.base import Captioner, CaptionerOutput
 from captionlib.models.encoder import to_grid
 from captionlib.train import caption_loss
@@ -71,13 +73,13 @@ STOP_WORDS: frozenset[str] = frozenset({
 class FinetuneConfig:
     """Settings of one fine-tuning run (chapter 11).
 
-    method: "lrp" (LRP-IFT) or "control" (plain cross-entropy, otherwise identical).
-    epochs: passes over the batches; batch_size: images per batch; captions_per_image:
-        captions drawn per image and epoch (used by `image_caption_batches`).
-    lr, encoder_lr: Adam learning rates of the decoder and of the encoder.
-    betas, grad_clip: Adam betas; gradient values are clamped to ±grad_clip (as training).
-    epsilon: the ε of the ε-rule; normalization: "separate" or "joint" (module docstring).
-    seed: data order and dropout.
+    - method: "lrp" (LRP-IFT) or "control" (plain cross-entropy, otherwise identical).
+    - epochs: passes over the batches; batch_size: images per batch; captions_per_image:
+      captions drawn per image and epoch (used by `image_caption_batches`).
+    - lr, encoder_lr: Adam learning rates of the decoder and of the encoder.
+    - betas, grad_clip: Adam betas; gradient values are clamped to ±grad_clip (as training).
+    - epsilon: the ε of the ε-rule; normalization: "separate" or "joint" (module docstring).
+    - seed: data order and dropout.
     """
 
     method: str = "lrp"
@@ -183,13 +185,13 @@ def lrp_ift_weights(
     readout: (first, second), e.g. (B, T−1, D) each; predicted_ids: (...) the explained word
     k per row, or None for the argmax of the dropout-free logits; stop_ids: (S,) ids whose
     rows get weight 1. The logit y[k] is explained through the output layer with ε-LRP
-    (`rules.lrp_mode`): R = input × gradient after one backward for all rows at once (rows
+    (`ops.lrp_mode`): R = input × gradient after one backward for all rows at once (rows
     are independent). The weights are constants (no gradient).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     first, second = _check_readout(readout)
-    with torch.enable_grad(), rules.lrp_mode(epsilon=epsilon), dropout_disabled(model):
+    with torch.enable_grad(), ops.lrp_mode(epsilon=epsilon), dropout_disabled(model):
         first_in = first.detach().requires_grad_()
         second_in = second.detach().requires_grad_()
         logits = model.logits_from(first_in, second_in)  # (..., V)

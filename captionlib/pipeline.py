@@ -2,7 +2,7 @@
 fine-tune, each from one `RunConfig` (chapter 12).
 
 Every step writes into the run folder (`config.run_dir`) and reuses what an earlier step left
-there, so `train`, then `evaluate`, then `explain` share the encoder and the features:
+there, so `train`, then `evaluate`, then `explain` share the encoder and the features::
 
     run_dir/run_config.json       the data, encoder, captioner and training settings
     run_dir/vocabulary.json       the training vocabulary

@@ -5,6 +5,8 @@ first call trains and stores the artifact under data/cache/, later calls (and la
 load it. The cache key is the full config, including the configs of everything upstream, so
 changing the data or the encoder retrains what depends on them and nothing else.
 
+::
+
     splits = recipes.shapeworld_splits()
     encoder = recipes.pretrained_encoder()
     captioner = recipes.trained_captioner("adaptive")

@@ -1,5 +1,7 @@
 """Run configurations: one YAML file describes data, encoder, captioner and budgets (chapter 12).
 
+::
+
     config = load_run_config("configs/coco_adaptive.yaml", overrides=["training.epochs=1"])
 
 The file has the sections below; every key is optional except `name`, and a key that is

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from captionlib.explain import rules
+from captionlib import ops
 from captionlib.models import (
     AdaptiveAttentionCaptioner,
     Captioner,
@@ -140,8 +140,8 @@ def test_lrp_mode_keeps_forward_values(kind: str) -> None:
     model = make_model(kind)
     features, caption_ids = make_inputs()
     plain = model(features, caption_ids)
-    for attention in rules.ATTENTION_RULES:
-        with rules.lrp_mode(epsilon=0.01, attention=attention, head=0):
+    for attention in ops.ATTENTION_RULES:
+        with ops.lrp_mode(epsilon=0.01, attention=attention, head=0):
             explained = model(features, caption_ids)
         assert torch.equal(explained.logits, plain.logits)
         assert torch.equal(explained.alpha, plain.alpha)
@@ -152,7 +152,7 @@ def relevance_total(model: Captioner, explain: bool, t: int = 4, word: int = 3) 
     features, caption_ids = make_inputs()
     features = features.clone().requires_grad_(True)
     embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_(True)
-    with rules.lrp_mode(epsilon=0.0) if explain else torch.enable_grad():
+    with ops.lrp_mode(epsilon=0.0) if explain else torch.enable_grad():
         logits = model(features, caption_ids, embeddings).logits
     logits[0, t, word].backward()
     assert features.grad is not None and embeddings.grad is not None
@@ -182,7 +182,7 @@ def test_head_select_discards_other_heads() -> None:
     memory = model.prepare(features)
     contents = memory["contents"].detach().requires_grad_(True)  # (B, heads, N, d_k)
     memory["contents"] = contents
-    with rules.lrp_mode(head=1):
+    with ops.lrp_mode(head=1):
         step = model.step(model.embedding(caption_ids[:, 0]), model.init_state(memory), memory)
     step.logits[:, 2].sum().backward()
     assert contents.grad is not None

@@ -300,6 +300,21 @@ def test_statistics_table_and_statement_follow_the_numbers():
     assert "clearly worse on CHAIRi 0.500 vs 0.300" in worse
 
 
+def test_settings_table_shows_each_setting_once():
+    from captionlib.viz.finetune import settings_table
+
+    config = FinetuneConfig(lr=5e-4, encoder_lr=1e-5, betas=(0.8, 0.999), seed=3)
+    table = settings_table(config)
+    names = [row[0] for row in table.cells]
+    assert "`method`" not in names and "`seed`" not in names and len(names) == 9
+    values = {row[0]: row[1] for row in table.cells}
+    assert values["`lr`"] == "0.0005" and values["`encoder_lr`"] == "1e-05"
+    assert values["`betas`"] == "0.8, 0.999" and values["`batch_size`"] == "32"
+    assert all(row[2] != "–" for row in table.cells)  # every setting is explained
+    everything = settings_table(config, skip=())
+    assert ("`seed`", "3", "data order, caption drawn, dropout") in everything.cells
+
+
 def test_weight_panels_and_loss_curves_draw_what_they_are_given():
     import matplotlib
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captionlib.explain import rules
+from captionlib import ops
 from captionlib.explain.api import METHODS
 from captionlib.explain.gradients import (
     GRADIENT_METHODS,
@@ -19,7 +19,7 @@ from captionlib.explain.gradients import (
     constant_attention_mode,
     explain_gradient_family,
     explain_gradients,
-    register_gradient_methods,
+    gradient_method,
 )
 from captionlib.models.adaptive import AdaptiveAttentionCaptioner
 from captionlib.models.base import Captioner
@@ -161,13 +161,13 @@ def test_constant_attention_gradients(kind: str) -> None:
     )
     torch.testing.assert_close(modified.logits, true.logits)  # same forward
     assert not torch.allclose(modified.pixels, true.pixels)
-    assert rules.softmax is not None and rules.softmax.__name__ == "softmax"  # restored
+    assert ops.softmax is not None and ops.softmax.__name__ == "softmax"  # restored
     # inside the mode the attention weights carry no gradient
     scores = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     signal = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     with constant_attention_mode():
-        assert not rules.softmax(scores).requires_grad
-        out = rules.gate(torch.sigmoid(scores), signal)
+        assert not ops.softmax(scores).requires_grad
+        out = ops.gate(torch.sigmoid(scores), signal)
     (grad_scores, grad_signal) = torch.autograd.grad(out.sum(), (scores, signal), allow_unused=True)
     assert grad_scores is None
     torch.testing.assert_close(grad_signal, torch.sigmoid(scores).detach())
@@ -186,9 +186,9 @@ def test_padding_mask_and_bad_inputs() -> None:
 
 
 def test_registration_through_the_api() -> None:
-    register_gradient_methods()
-    register_gradient_methods()  # idempotent
     assert set(GRADIENT_METHODS) <= set(METHODS)
+    with pytest.raises(ValueError, match="method must be one of"):
+        gradient_method("lime")
     model, encoder = _captioner("A"), _encoder()
     images, ids = _inputs()
     via_api = METHODS["gradcam"](model, ids, images=images, encoder=encoder, features=None)
@@ -209,7 +209,7 @@ def test_family_equals_single_methods() -> None:
 
 
 class _Recorder:
-    """Test-local stand-ins for `rules.gate` and `rules.softmax`: in "record" mode they run
+    """Test-local stand-ins for `ops.gate` and `ops.softmax`: in "record" mode they run
     the ordinary operation and store every gate and attention weight; in "replay" mode they
     return the stored values (as constants, with no graph behind them) in the same order."""
 
@@ -247,8 +247,8 @@ def test_constant_attention_equals_gradients_with_recorded_constants(
         model, ids, method="gradient", images=images, encoder=encoder, constant_attention=True
     )
     recorder = _Recorder()
-    monkeypatch.setattr(rules, "gate", recorder.gate)
-    monkeypatch.setattr(rules, "softmax", recorder.softmax)
+    monkeypatch.setattr(ops, "gate", recorder.gate)
+    monkeypatch.setattr(ops, "softmax", recorder.softmax)
     with torch.no_grad():
         model(to_grid(encoder.features(images)), ids)
     assert recorder.values  # the model's gates and attention went through the stand-ins

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from captionlib import ops
 from captionlib.data.vocab import Vocabulary
-from captionlib.explain import rules
 from captionlib.explain.api import (
     METHODS,
     captions_to_ids,
@@ -156,7 +156,7 @@ def test_global_feature_gets_relevance_and_keys_queries_do_not(monkeypatch) -> N
     monkeypatch.setattr(model, "prepare", recording_prepare)
     grid = features.clone().requires_grad_()
     for attention in ("constant", "attnlrp"):
-        with rules.lrp_mode(epsilon=0.0, attention=attention):
+        with ops.lrp_mode(epsilon=0.0, attention=attention):
             logits = model(grid, captions).logits
         logits[0, 3, captions[0, 4]].backward()
         global_relevance = (captured["global"] * captured["global"].grad).sum()
@@ -207,7 +207,7 @@ def test_batched_equals_one_word_at_a_time(kind: str, attention: str) -> None:
     grid = to_grid(feature_map).detach().requires_grad_()
     for t in range(captions.shape[1] - 1):
         embeddings = model.embedding(captions[:, :-1]).detach().requires_grad_()
-        with rules.lrp_mode(epsilon=0.01, attention=attention):
+        with ops.lrp_mode(epsilon=0.01, attention=attention):
             logits = model(grid, captions, embeddings=embeddings).logits
         explained = logits[:, t].gather(1, captions[:, t + 1 : t + 2]).sum()
         grad_grid, grad_words = torch.autograd.grad(explained, (grid, embeddings))

@@ -1,6 +1,6 @@
 """COCO-format captions and instances through pycocotools; images, transforms, loaders (chapter 1).
 
-The same code reads ShapeWorld and real COCO 2014/2017:
+The same code reads ShapeWorld and real COCO 2014/2017::
 
     split = load_coco_split("annotations/captions_val2017.json", "val2017",
                             instances_json="annotations/instances_val2017.json")

@@ -5,7 +5,7 @@ COCO-format captions file (and, for COCO, the matching instances file), plus the
 vocabulary, into an output folder that `load_prepared` reads through the same pycocotools
 path as ShapeWorld (`captionlib.data.coco.load_coco_split`).
 
-Expected source folders (what the official archives unpack to):
+Expected source folders (what the official archives unpack to)::
 
     COCO 2014                                  COCO 2017
       annotations/captions_train2014.json        annotations/captions_train2017.json

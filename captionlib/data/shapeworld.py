@@ -6,6 +6,8 @@ image come from a small grammar with synonyms. The training split has co-occurre
 that a captioner can learn as shortcuts (boats on water, cars on roads, dogs with balls); the
 ``shifted`` split breaks them, which makes object hallucination measurable (chapter 10).
 
+::
+
     folder = ensure_shapeworld()               # data/shapeworld-<hash>/, generated once
     coco = COCO(folder / "instances_train.json")
     stats = bias_statistics(folder / "instances_shifted.json")

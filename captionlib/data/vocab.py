@@ -1,5 +1,7 @@
 """Tokeniser and vocabulary: captions to word ids and back (chapter 1).
 
+::
+
     vocab = Vocabulary.build(all_training_captions, min_count=5)
     ids = vocab.encode("A red boat on the water.")   # [<start>, a, red, boat, ..., <end>]
     vocab.decode(ids)                                 # "a red boat on the water"

@@ -1,5 +1,7 @@
 """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (and optionally SPICE) (chapter 3).
 
+::
+
     scores = score_captions({42: "a red boat on the water"}, {42: ["a boat on water", ...]})
     # {"BLEU-1": ..., "BLEU-4": ..., "METEOR": ..., "ROUGE_L": ..., "CIDEr": ...}
 

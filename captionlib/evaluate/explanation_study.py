@@ -1,5 +1,7 @@
 """Every explanation method measured on a whole split: localisation and ablation (chapter 9).
 
+::
+
     result = run_study(model, encoder, images, image_ids, annotations, vocabulary, category)
 
 captions every image with the model's own beam search, explains its words with every method

@@ -16,6 +16,8 @@ by simple English rules plus irregular forms ("people", "men", "geese"). Caption
 with the vocabulary's `tokenize`, so a mention's `position` is the index of its first word in
 the decoded caption (position t ↔ caption_ids[:, t + 1], after <start>).
 
+::
+
     table = shapeworld_synonyms()
     scores = hallucination_scores(captions, split, table)  # precision, recall, F1, CHAIRi, CHAIRs
 """

@@ -1,11 +1,13 @@
 """One entry point for every explanation method of the book (chapters 5, 7 and 8).
 
+::
+
     explain(model, encoder, images, caption_ids=None, method="lrp", **options)
 
 explains every word of B captions and returns an `Explanation`. Without caption_ids the
 model's own caption is explained: beam search (beam 3, book/method.md §4), re-run with teacher
 forcing. Methods live in the registry `METHODS` (name → function); later chapters add
-theirs with `register_method`. A method function is called as
+theirs with `register_method`. A method function is called as::
 
     function(model, caption_ids, images=..., encoder=..., features=..., pad_id=..., **options)
 
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from captionlib.data.vocab import Vocabulary
 from captionlib.explain.attention import explain_attention
+from captionlib.explain.gradients import GRADIENT_METHODS, gradient_method
 from captionlib.explain.lrp import Explanation, explain_lrp, explaining
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption, beam_search
@@ -46,6 +49,7 @@ METHODS: dict[str, ExplainMethod] = {
     "lrp": _lrp,
     "attnlrp": _attnlrp,
     "attention": explain_attention,
+    **{name: gradient_method(name) for name in GRADIENT_METHODS},
 }
 
 
@@ -195,12 +199,3 @@ def explain(
         pad_id=pad_id,
         **options,
     )
-
-
-def _register_builtin_methods() -> None:
-    from captionlib.explain.gradients import register_gradient_methods
-
-    register_gradient_methods()
-
-
-_register_builtin_methods()

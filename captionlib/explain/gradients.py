@@ -30,7 +30,7 @@ linear layers and tanh keep their true gradients.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
+from captionlib import ops
 from captionlib.data.vocab import Vocabulary
-from captionlib.explain import rules
 from captionlib.explain.attention import UPSAMPLING
 from captionlib.explain.lrp import (
     Explanation,
@@ -64,9 +64,9 @@ def constant_attention_mode() -> Iterator[None]:
     pass (forward values unchanged); linear layers and tanh keep their true gradients.
 
     The authors' "modified gradients" (book/method.md §6), through
-    `captionlib.explain.rules.constant_gates_mode`.
+    `captionlib.ops.constant_gates_mode`.
     """
-    with rules.constant_gates_mode():
+    with ops.constant_gates_mode():
         yield
 
 
@@ -382,21 +382,17 @@ def explain_gradients(
     )[method]
 
 
-def _method(name: str):  # type: ignore[no-untyped-def]
+def gradient_method(name: str) -> Callable[..., Explanation]:
+    """The registry entry (`captionlib.explain.api.METHODS`) of gradient method `name`
+    (chapter 8)."""
+    if name not in GRADIENT_METHODS:
+        raise ValueError(f"method must be one of {GRADIENT_METHODS}, got {name!r}")
+
     def run(model: Captioner, caption_ids: Tensor, **options: Any) -> Explanation:
         if "method" in options:
             raise ValueError(f"method {name!r} sets `method` itself")
         return explain_gradients(model, caption_ids, method=name, **options)
 
     run.__name__ = f"explain_{name}"
-    run.__doc__ = f"`explain_gradients` with method={name!r} (for `api.register_method`)."
+    run.__doc__ = f"`explain_gradients` with method={name!r} (a registry entry)."
     return run
-
-
-def register_gradient_methods() -> None:
-    """Register every gradient method with `captionlib.explain.api` (idempotent)."""
-    from captionlib.explain import api
-
-    for name in GRADIENT_METHODS:
-        if name not in api.METHODS:
-            api.register_method(name, _method(name))

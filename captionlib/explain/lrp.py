@@ -1,7 +1,7 @@
 """Two-stage LRP for the attention captioners, every word of a caption at once (chapter 7).
 
 Stage 1 explains the decoder: the caption is teacher-forced through the model's own
-`forward` inside `rules.lrp_mode(...)`, word t+1 is explained at step t starting from its
+`forward` inside `ops.lrp_mode(...)`, word t+1 is explained at step t starting from its
 logit (book/method.md §5), and the relevance of the encoder features F and of every input word
 embedding is input × gradient. Stage 2 (`captionlib.explain.cnn`) pushes R(F) through the
 CNN down to the pixels with zennit.
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 from zennit.core import Composite
 
+from captionlib import ops
 from captionlib.data.vocab import Vocabulary
-from captionlib.explain import rules
 from captionlib.explain.cnn import hooked_forward, propagate
 from captionlib.models.base import Captioner
 from captionlib.models.encoder import to_grid
@@ -58,7 +58,7 @@ class Conservation:
         return self.features + self.words
 
     def relative_error(self) -> Tensor:
-        """|inputs − logits| / |logits| per word, (B, T−1) (0 where the logit is 0)."""
+        """`|inputs − logits| / |logits|` per word, (B, T−1) (0 where the logit is 0)."""
         scale = self.logits.abs()
         error = (self.inputs - self.logits).abs()
         return torch.where(scale > 0, error / torch.where(scale > 0, scale, 1.0), error)
@@ -68,22 +68,22 @@ class Conservation:
 class Explanation:
     """Explanations of every word of B captions (chapters 5, 7 and 8 fill it).
 
-    method: how it was made ("lrp", "attnlrp", "attention", …).
-    caption_ids: (B, T) the teacher-forced captions, <start> first.
-    words: (B, T−1) the explained token ids, caption_ids[:, 1:]; word t is predicted at
-        step t from the inputs caption_ids[:, :t+1].
-    logits: (B, T−1) the explained logits (the initial LRP relevance).
-    mask: (B, T−1) True where the explained word is not padding.
-    locations: (B, T−1, N) one score per grid location: the relevance of F summed over
-        channels (LRP) or the attention weight (attention).
-    grid_size: (h, w) of the feature grid, N = h·w (row-major).
-    pixels: (B, T−1, 3, H, W) signed relevance per colour channel, or None.
-    heatmap: (B, T−1, H, W) pixels summed over channels (LRP) or the upsampled attention
-        map, or None.
-    word_relevance: (B, T−1, T−1): [b, t, i] is the relevance of input word i
-        (caption_ids[b, i], i = 0 is <start>) for explained word t; exactly 0 for i > t.
-    conservation: per-word totals (LRP only).
-    extras: method-specific tensors (e.g. "beta" (B, T−1) for captioner A's attention).
+    - method: how it was made ("lrp", "attnlrp", "attention", …).
+    - caption_ids: (B, T) the teacher-forced captions, <start> first.
+    - words: (B, T−1) the explained token ids, caption_ids[:, 1:]; word t is predicted at
+      step t from the inputs caption_ids[:, :t+1].
+    - logits: (B, T−1) the explained logits (the initial LRP relevance).
+    - mask: (B, T−1) True where the explained word is not padding.
+    - locations: (B, T−1, N) one score per grid location: the relevance of F summed over
+      channels (LRP) or the attention weight (attention).
+    - grid_size: (h, w) of the feature grid, N = h·w (row-major).
+    - pixels: (B, T−1, 3, H, W) signed relevance per colour channel, or None.
+    - heatmap: (B, T−1, H, W) pixels summed over channels (LRP) or the upsampled attention
+      map, or None.
+    - word_relevance: (B, T−1, T−1): [b, t, i] is the relevance of input word i
+      (caption_ids[b, i], i = 0 is <start>) for explained word t; exactly 0 for i > t.
+    - conservation: per-word totals (LRP only).
+    - extras: method-specific tensors (e.g. "beta" (B, T−1) for captioner A's attention).
     """
 
     method: str
@@ -142,8 +142,8 @@ def explaining(model: nn.Module, encoder: nn.Module | None = None) -> Iterator[N
 
 def check_lrp_options(model: Captioner, attention: str, head: int | None) -> None:
     """Clear errors for rule settings a captioner does not support."""
-    if attention not in rules.ATTENTION_RULES:
-        raise ValueError(f"attention must be one of {rules.ATTENTION_RULES}, got {attention!r}")
+    if attention not in ops.ATTENTION_RULES:
+        raise ValueError(f"attention must be one of {ops.ATTENTION_RULES}, got {attention!r}")
     multihead = isinstance(model, MultiHeadCaptioner)
     name = type(model).__name__
     if attention == "attnlrp" and not multihead:
@@ -180,7 +180,7 @@ def decoder_relevance(
 ) -> DecoderRelevance:
     """Stage 1: relevance of F (B, N, C) and of the input words for every word of the caption.
 
-    One forward of the model inside `rules.lrp_mode`, one vectorised backward with one seed
+    One forward of the model inside `ops.lrp_mode`, one vectorised backward with one seed
     per explained word; replicate=True instead repeats each caption T−1 times along the
     batch (replica k seeds word k) and runs one ordinary backward. Call it inside
     `explaining(model)` (eval mode; `explain_lrp` does).
@@ -192,7 +192,7 @@ def decoder_relevance(
     embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
     with (
         torch.enable_grad(),
-        rules.lrp_mode(epsilon=epsilon, attention=attention, head=head),
+        ops.lrp_mode(epsilon=epsilon, attention=attention, head=head),
     ):
         logits = model(grid, caption_ids, embeddings=embeddings).logits  # (B, K, V)
         explained = explained_logits(logits, caption_ids)  # (B, K)
@@ -223,7 +223,7 @@ def _replicated_relevance(
     embeddings = model.embedding(replicas[:, :-1]).detach().requires_grad_()  # (B·K, K, E)
     with (
         torch.enable_grad(),
-        rules.lrp_mode(epsilon=epsilon, attention=attention, head=head),
+        ops.lrp_mode(epsilon=epsilon, attention=attention, head=head),
     ):
         logits = model(grid, replicas, embeddings=embeddings).logits  # (B·K, K, V)
         explained = explained_logits(logits, replicas)  # (B·K, K)

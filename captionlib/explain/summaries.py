@@ -8,7 +8,7 @@ measured numbers:
 - `mass_inside`: the share of a map's positive mass that lies on the object;
 - `object_word_mass`: that share for every caption word naming an object in the image,
   with the object's area as the baseline a uniform map would reach;
-- `sign_shares`: how much of a map's |R| is positive and how much negative;
+- `sign_shares`: how much of a map's `|R|` is positive and how much negative;
 - `word_share`, `word_class`, `mean_by_class`: how much relevance an explained word draws
   from the preceding words rather than the image, by kind of word;
 - `occluded_logits`, `deletion_effect`, `object_deletion_effect`: what the model's logits
@@ -120,7 +120,7 @@ def mass_inside(scores: Tensor, inside: Tensor) -> Tensor:
 
 
 def sign_shares(relevance: Tensor) -> tuple[Tensor, Tensor]:
-    """Shares Σ R⁺ / Σ |R| and Σ R⁻ / Σ |R| (as a positive number) of maps (..., M) → (...),
+    """Shares `Σ R⁺ / Σ |R|` and `Σ R⁻ / Σ |R|` (as a positive number) of maps (..., M) → (...),
     (...); NaN for an all-zero map."""
     values = relevance.to(torch.float64)
     total = values.abs().sum(-1)
@@ -189,7 +189,7 @@ def word_share(locations: Tensor, word_relevance: Tensor) -> Tensor:
     """Share of an explained word's relevance that comes from the preceding words.
 
     locations: (B, K, N) relevance per grid location; word_relevance: (B, K, K) relevance
-    of each input word → (B, K): Σ_i |r_i| / (Σ_i |r_i| + Σ_k |R_k|), NaN when both are 0.
+    of each input word → (B, K): `Σ_i |r_i| / (Σ_i |r_i| + Σ_k |R_k|)`, NaN when both are 0.
     """
     if locations.shape[:2] != word_relevance.shape[:2]:
         raise ValueError(

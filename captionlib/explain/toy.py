@@ -1,8 +1,8 @@
 """Small networks and LRP written out layer by layer (chapter 6).
 
 Chapter 6 derives LRP on networks small enough to check by hand, then shows that the
-explicit per-layer computation and the "gradient × input inside `rules.lrp_mode`" form that
-the rest of the book uses give the same numbers:
+explicit per-layer computation and the "gradient × input inside `ops.lrp_mode`" form that
+the rest of the book uses give the same numbers::
 
     model = random_mlp([4, 3, 2], seed=0)                   # Linear → ReLU → Linear, float64
     naive = lrp_naive(model, x, target=1, epsilon=0.01)      # explicit sums, layer by layer
@@ -39,17 +39,17 @@ from zennit.core import Composite, Hook
 from zennit.rules import AlphaBeta, Pass
 from zennit.types import Activation, Convolution
 
-from captionlib.explain import rules
+from captionlib import ops
 
 ZENNIT_STABILIZER = 1e-6  # zennit's default stabiliser of the α-β rule
 RULES = ("epsilon", "alpha_beta")
 
 
 class ToyMLP(nn.Module):
-    """A fully connected ReLU network built with `rules.linear` (chapter 6).
+    """A fully connected ReLU network built with `ops.linear` (chapter 6).
 
     sizes: [inputs, hidden…, outputs]; Linear → ReLU after every layer but the last, so
-    x (B, sizes[0]) → logits (B, sizes[-1]). Inside `rules.lrp_mode(epsilon)` one backward
+    x (B, sizes[0]) → logits (B, sizes[-1]). Inside `ops.lrp_mode(epsilon)` one backward
     gives ε-LRP as input × gradient.
     """
 
@@ -70,7 +70,7 @@ class ToyMLP(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"x must have shape (B, {self.sizes[0]}), got {tuple(x.shape)}")
         for index, layer in enumerate(self.layers):
-            x = rules.linear(x, layer)
+            x = ops.linear(x, layer)
             if index < len(self.activations):
                 x = self.activations[index](x)
         return x
@@ -377,13 +377,13 @@ def lrp_naive(
 
 
 def lrp_autograd(model: ToyMLP, x: Tensor, target: int | Tensor, epsilon: float = 0.01) -> Tensor:
-    """ε-LRP of the input as gradient × input: one backward inside `rules.lrp_mode`.
+    """ε-LRP of the input as gradient × input: one backward inside `ops.lrp_mode`.
 
     x (B, I) → (B, I). The backward is seeded with the one-hot target, so the relevance at
     the logits is logit × 1, as in `lrp_naive`.
     """
     leaf = x.detach().requires_grad_()
-    with rules.lrp_mode(epsilon=epsilon), torch.enable_grad():
+    with ops.lrp_mode(epsilon=epsilon), torch.enable_grad():
         logits = model(leaf)
         (gradient,) = torch.autograd.grad(logits, leaf, one_hot_target(logits, target))
     return leaf.detach() * gradient

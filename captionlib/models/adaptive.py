@@ -1,7 +1,7 @@
 """Captioner A: adaptive attention with a visual sentinel (chapter 3, book/method.md §2).
 
 Lu et al. (2017), "Knowing When to Look", between an attention LSTM and a language LSTM.
-Per step t, with V_k = ReLU(W_p F_k + b_p) and ḡ = ReLU(W_a · mean_k F_k + b_a):
+Per step t, with V_k = ReLU(W_p F_k + b_p) and ḡ = ReLU(W_a · mean_k F_k + b_a)::
 
     x1_t       = [h2_{t-1}; ḡ; E(w_t)]
     h1_t, c1_t = LSTM1(x1_t, h1_{t-1}, c1_{t-1})
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captionlib.explain import rules
+from captionlib import ops
 from captionlib.models.base import Captioner, StepOutput, check_hyperparameters
 from captionlib.models.lstm import LSTMCell
 
@@ -93,9 +93,9 @@ class AdaptiveAttentionCaptioner(Captioner):
             raise ValueError(
                 f"features must be (B, N, {self.feature_dim}), got {tuple(features.shape)}"
             )
-        values = torch.relu(rules.linear(features, self.project))  # (B, N, H)
-        pooled = rules.mean(features, dim=1)  # (B, C)
-        global_feature = torch.relu(rules.linear(pooled, self.global_project))  # (B, H)
+        values = torch.relu(ops.linear(features, self.project))  # (B, N, H)
+        pooled = ops.mean(features, dim=1)  # (B, C)
+        global_feature = torch.relu(ops.linear(pooled, self.global_project))  # (B, H)
         keys = self.attend_v(values)  # (B, N, A); score path, α is constant under LRP
         return {"values": values, "global": global_feature, "keys": keys}
 
@@ -115,17 +115,17 @@ class AdaptiveAttentionCaptioner(Captioner):
         x1 = torch.cat([h2, memory["global"], word_embedding], dim=-1)  # (B, 2H + E)
         h1_next, c1_next = self.lstm1(x1, (h1, c1))
         sentinel_gate = torch.sigmoid(self.sentinel_x(x1) + self.sentinel_h(h1))  # h1_{t-1}
-        sentinel = rules.gate(sentinel_gate, rules.tanh(c1_next))  # s_t (B, H)
+        sentinel = ops.gate(sentinel_gate, ops.tanh(c1_next))  # s_t (B, H)
 
         query = self.attend_h(h1_next)  # (B, A)
         z = self.attend_w(torch.tanh(keys + query.unsqueeze(1))).squeeze(-1)  # (B, N)
         z_s = self.attend_w(torch.tanh(self.attend_s(sentinel) + query))  # (B, 1)
-        joint = rules.softmax(torch.cat([z, z_s], dim=-1))  # α̂ (B, N + 1)
+        joint = ops.softmax(torch.cat([z, z_s], dim=-1))  # α̂ (B, N + 1)
         alpha, beta = joint[:, :locations], joint[:, locations]  # (B, N), (B,)
-        weights = rules.softmax(z)  # softmax(z_t) = α / (1 − β), (B, N)
-        context = rules.attend(weights.unsqueeze(1), values).squeeze(1)  # c_t (B, H)
+        weights = ops.softmax(z)  # softmax(z_t) = α / (1 − β), (B, N)
+        context = ops.attend(weights.unsqueeze(1), values).squeeze(1)  # c_t (B, H)
         share = beta.unsqueeze(-1)  # (B, 1)
-        mixed = rules.add(rules.gate(share, sentinel), rules.gate(1 - share, context))  # ĉ_t
+        mixed = ops.add(ops.gate(share, sentinel), ops.gate(1 - share, context))  # ĉ_t
 
         h2_next, c2_next = self.lstm2(torch.cat([mixed, h1_next], dim=-1), (h2, c2))
         logits = self.logits_from(mixed, h2_next)  # (B, V)

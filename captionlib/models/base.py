@@ -11,8 +11,8 @@ one trainer and one explainer serve every model:
   the attention weights α (and the sentinel share β for captioner A).
 
 `forward` is teacher forcing written once over `step`, so decoding and training run the
-same computation. Every operation on the relevance path uses `captionlib.explain.rules`,
-so inside `rules.lrp_mode()` the relevance of any input is input × gradient.
+same computation. Every operation on the relevance path uses `captionlib.ops`,
+so inside `ops.lrp_mode()` the relevance of any input is input × gradient.
 """
 
 from __future__ import annotations
@@ -24,21 +24,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captionlib.explain import rules
+from captionlib import ops
 
 
 @dataclass
 class StepOutput:
     """What one decoding step returns.
 
-    logits: (B, V) scores of the next word (before softmax).
-    state: the new recurrent state, a tuple of (B, ...) tensors.
-    alpha: attention weights over the N locations, (B, N) for captioner A, (B, H, N) for
-        captioner B (one row per head).
-    beta: (B,) share of the visual sentinel (captioner A), or None.
-    readout: the two terms whose sum the output layer maps to the logits, (ĉ_t, h2_t) for
-        captioner A and (â_t, h_t) for captioner B, each (B, D); LRP-inference fine-tuning
-        re-weights them (book/method.md §8). None for models without this structure.
+    - logits: (B, V) scores of the next word (before softmax).
+    - state: the new recurrent state, a tuple of (B, ...) tensors.
+    - alpha: attention weights over the N locations, (B, N) for captioner A, (B, H, N) for
+      captioner B (one row per head).
+    - beta: (B,) share of the visual sentinel (captioner A), or None.
+    - readout: the two terms whose sum the output layer maps to the logits, (ĉ_t, h2_t) for
+      captioner A and (â_t, h_t) for captioner B, each (B, D); LRP-inference fine-tuning
+      re-weights them (book/method.md §8). None for models without this structure.
     """
 
     logits: Tensor
@@ -143,7 +143,7 @@ class Captioner(nn.Module, abc.ABC):
             raise NotImplementedError(
                 f"{type(self).__name__} needs an `output` nn.Linear and a `dropout` nn.Dropout"
             )
-        return rules.linear(dropout(rules.add(first, second)), output)
+        return ops.linear(dropout(ops.add(first, second)), output)
 
 
 def check_hyperparameters(sizes: dict[str, int], rates: dict[str, float]) -> None:

@@ -2,15 +2,15 @@
 
 `torch.nn.LSTMCell` runs as one fused kernel, so its gates cannot be treated as constants
 and its pre-activation cannot get the ε-rule. This cell writes the same equations with the
-operations of `captionlib.explain.rules`:
+operations of `captionlib.ops`::
 
-    [i; f; g; o] = W [x; h_{t-1}] + b          one ε-linear layer (rules.linear)
+    [i; f; g; o] = W [x; h_{t-1}] + b          one ε-linear layer (ops.linear)
     i, f, o      = σ(·)                        gates: constants under LRP
-    g            = tanh(·)                     cell candidate (rules.tanh: identity)
-    c_t          = f ⊙ c_{t-1} + i ⊙ g         rules.add of two rules.gate products
-    h_t          = o ⊙ tanh(c_t)               rules.gate, rules.tanh
+    g            = tanh(·)                     cell candidate (ops.tanh: identity)
+    c_t          = f ⊙ c_{t-1} + i ⊙ g         ops.add of two ops.gate products
+    h_t          = o ⊙ tanh(c_t)               ops.gate, ops.tanh
 
-Outside `rules.lrp_mode()` this is an ordinary LSTM cell with ordinary gradients. Inside it,
+Outside `ops.lrp_mode()` this is an ordinary LSTM cell with ordinary gradients. Inside it,
 relevance follows the cell-candidate path and the recurrent cell state ("signal-take-all",
 book/method.md §5), with one ε-rule over the whole pre-activation as in the paper.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from captionlib.explain import rules
+from captionlib import ops
 
 
 class LSTMCell(nn.Module):
@@ -42,10 +42,10 @@ class LSTMCell(nn.Module):
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """x (B, input_size), state (h, c) each (B, hidden_size) → (h_t, c_t)."""
         h, c = state
-        pre = rules.linear(torch.cat([x, h], dim=-1), self.linear)  # (B, 4H)
+        pre = ops.linear(torch.cat([x, h], dim=-1), self.linear)  # (B, 4H)
         pre_i, pre_f, pre_g, pre_o = pre.chunk(4, dim=-1)  # each (B, H)
         i, f, o = torch.sigmoid(pre_i), torch.sigmoid(pre_f), torch.sigmoid(pre_o)
-        g = rules.tanh(pre_g)
-        c_next = rules.add(rules.gate(f, c), rules.gate(i, g))  # (B, H)
-        h_next = rules.gate(o, rules.tanh(c_next))  # (B, H)
+        g = ops.tanh(pre_g)
+        c_next = ops.add(ops.gate(f, c), ops.gate(i, g))  # (B, H)
+        h_next = ops.gate(o, ops.tanh(c_next))  # (B, H)
         return h_next, c_next

@@ -1,7 +1,7 @@
 """Captioner B: multi-head dot-product attention (chapter 4, book/method.md §3).
 
 A single LSTM queries the projected features with H heads and a gated linear unit mixes
-the context with the hidden state (much simpler than AoANet: no refiner, no layer norm):
+the context with the hidden state (much simpler than AoANet: no refiner, no layer norm)::
 
     V        = ReLU(W_p F + b_p);  ḡ = mean_k V_k
     h_t, c_t = LSTM([E(w_t); ḡ], h_{t-1}, c_{t-1})
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captionlib.explain import rules
+from captionlib import ops
 from captionlib.models.base import Captioner, StepOutput, check_hyperparameters
 from captionlib.models.lstm import LSTMCell
 
@@ -101,10 +101,10 @@ class MultiHeadCaptioner(Captioner):
             raise ValueError(
                 f"features must be (B, N, {self.feature_dim}), got {tuple(features.shape)}"
             )
-        values = torch.relu(rules.linear(features, self.project))  # (B, N, H)
-        global_feature = rules.mean(values, dim=1)  # (B, H)
-        keys = self._split_heads(rules.linear(values, self.key))  # (B, heads, N, d_k)
-        contents = self._split_heads(rules.linear(values, self.value))  # (B, heads, N, d_k)
+        values = torch.relu(ops.linear(features, self.project))  # (B, N, H)
+        global_feature = ops.mean(values, dim=1)  # (B, H)
+        keys = self._split_heads(ops.linear(values, self.key))  # (B, heads, N, d_k)
+        contents = self._split_heads(ops.linear(values, self.value))  # (B, heads, N, d_k)
         return {"values": values, "global": global_feature, "keys": keys, "contents": contents}
 
     def init_state(self, memory: dict[str, Tensor]) -> tuple[Tensor, ...]:
@@ -121,14 +121,14 @@ class MultiHeadCaptioner(Captioner):
         x = torch.cat([word_embedding, memory["global"]], dim=-1)  # (B, E + H)
         h_next, c_next = self.lstm(x, (h, c))
 
-        query = rules.linear(h_next, self.query).view(batch, self.heads, 1, self.head_dim)
-        scores = rules.scores(query, memory["keys"], 1.0 / math.sqrt(self.head_dim))
-        alpha = rules.softmax(scores)  # (B, heads, 1, N)
-        read = rules.attend(self.attention_dropout(alpha), memory["contents"])  # (B, heads, 1, d_k)
-        per_head = rules.head_select(read.squeeze(2), head_dim=1)  # (B, heads, d_k)
+        query = ops.linear(h_next, self.query).view(batch, self.heads, 1, self.head_dim)
+        scores = ops.scores(query, memory["keys"], 1.0 / math.sqrt(self.head_dim))
+        alpha = ops.softmax(scores)  # (B, heads, 1, N)
+        read = ops.attend(self.attention_dropout(alpha), memory["contents"])  # (B, heads, 1, d_k)
+        per_head = ops.head_select(read.squeeze(2), head_dim=1)  # (B, heads, d_k)
         context = per_head.reshape(batch, self.heads * self.head_dim)  # ctx_t
         gate = torch.sigmoid(self.gate(h_next))  # (B, H)
-        attended = rules.gate(gate, rules.linear(context, self.context))  # â_t (B, H)
+        attended = ops.gate(gate, ops.linear(context, self.context))  # â_t (B, H)
         logits = self.logits_from(attended, h_next)  # (B, V)
         return StepOutput(
             logits=logits,

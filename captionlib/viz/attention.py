@@ -1,6 +1,8 @@
 """Heat maps over images: attention per word and per head, the sentinel, encoder channels
 (chapters 2–5).
 
+::
+
     attention_grid(image, words, decoded.alpha, decoded.beta)   # captioner A: α and β
     attention_grid(image, words, decoded.alpha, heads="mean")   # captioner B: (L, H, N)
     head_grid(image, "boat", decoded.alpha[2])                   # one word, every head

@@ -1,5 +1,7 @@
 """Figures and measured statements for debugging hallucinations (chapter 10).
 
+::
+
     hallucination_counts({setting: words})          # hallucinated words per category
     auc_heatmap(aucs, title)                         # method × statistic ROC-AUC grid
     case_study(image, words, pixels, index, ...)     # one hallucinated word, pixels + words
@@ -129,8 +131,8 @@ def case_study(
     objects: Array | None = None,
 ) -> Figure:
     """One explained (hallucinated) word: image, pixel relevance (± 99.5th percentile of
-    |R|, as `relevance.word_explanation`) with the annotated objects outlined in green, and
-    its preceding-word relevance normalised by max_i |r_i|; `note` goes in the title."""
+    `|R|`, as `relevance.word_explanation`) with the annotated objects outlined in green, and
+    its preceding-word relevance normalised by `max_i |r_i|`; `note` goes in the title."""
     figure = word_explanation(image, words, pixel_relevance, index, word_relevance)
     if objects is not None:
         outline = objects.detach().cpu().numpy() if isinstance(objects, Tensor) else objects

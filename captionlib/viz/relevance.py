@@ -1,5 +1,7 @@
 """Relevance heat maps: pixels and preceding words, per explained word (chapters 6–11).
 
+::
+
     heatmap(relevance)                                   # one map, (H, W) or (3, H, W)
     relevance_grid(image, words, pixel_relevance)        # one panel per word, (L, [3,] H, W)
     word_relevance_strip(words, word_relevance)          # (L, L) preceding-word relevance
@@ -9,9 +11,9 @@
 Explainers return raw relevance; normalisation happens here and every figure says how
 (DESIGN.md). Pixel relevance is summed over the colour channels and drawn with a symmetric
 diverging map centred at 0 (red: supports the explained word, blue: opposes it). A few
-pixels often carry very large relevance, so the colour scale is ± a high percentile of |R|
+pixels often carry very large relevance, so the colour scale is ± a high percentile of `|R|`
 (`normalize_symmetric`, 99.5 by default) and larger values saturate. Preceding-word
-relevance is normalised per explained word by max_i |r_i| (book/method.md §5).
+relevance is normalised per explained word by `max_i |r_i|` (book/method.md §5).
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def normalize_symmetric(
 ) -> tuple[np.ndarray, float]:
     """Scale a map to [-1, 1] around 0: (values / s clipped to [-1, 1], s).
 
-    s = the `percentile`-th percentile of |values| (numpy's linear interpolation), so values
+    s = the `percentile`-th percentile of `|values|` (numpy's linear interpolation), so values
     beyond ± s saturate at ±1. When that percentile is 0 but the map is not (fewer nonzero
-    entries than 100 − percentile %), s = max |values|. An all-zero map gives (zeros, 0.0).
+    entries than 100 − percentile %), s = `max |values|`. An all-zero map gives (zeros, 0.0).
     """
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
@@ -97,7 +99,7 @@ def pixel_maps(pixel_relevance: Array) -> np.ndarray:
 
 
 def row_normalize(word_relevance: Array) -> np.ndarray:
-    """Preceding-word relevance (L, L) divided row by row by max_i |r_i| (zero rows stay 0).
+    """Preceding-word relevance (L, L) divided row by row by `max_i |r_i|` (zero rows stay 0).
 
     Checks that the matrix is lower-triangular: row t explains word t+1, column i is input
     word i, and an input after the explained word (i > t) cannot have relevance.
@@ -157,7 +159,7 @@ def heatmap(
 ) -> AxesImage:
     """Draw one relevance map, (H, W) or (3, H, W) (summed over channels), centred at 0.
 
-    The colour scale is ± the `clip_percentile`-th percentile of |R|; the colour bar (or,
+    The colour scale is ± the `clip_percentile`-th percentile of `|R|`; the colour bar (or,
     without one, the x label) says so. Returns the drawn image.
     """
     relevance_map = pixel_map(relevance)
@@ -246,9 +248,9 @@ def relevance_grid(
 
     image (3, H, W) uint8, float in [0, 1], or ImageNet-normalised with `normalized=True`;
     pixel_relevance (L, H, W) or (L, 3, H, W) (summed over channels), one map per word.
-    Each panel is scaled to ± its own percentile of |R|, printed under it, so panels show
+    Each panel is scaled to ± its own percentile of `|R|`, printed under it, so panels show
     where relevance lies, not how much compared with other panels. `overlay=True` draws the
-    map over a grey copy of the image with opacity ∝ |R|; False draws the map alone.
+    map over a grey copy of the image with opacity ∝ `|R|`; False draws the map alone.
     """
     pixels = image_array(image, normalized)
     maps = pixel_maps(pixel_relevance)
@@ -304,7 +306,7 @@ def word_relevance_strip(
     ax: Axes | None = None,
     cmap: str = RELEVANCE_CMAP,
 ) -> Figure:
-    """Preceding-word relevance, one row per explained word, normalised by max_i |r_i|.
+    """Preceding-word relevance, one row per explained word, normalised by `max_i |r_i|`.
 
     words: the L explained words (word t is predicted at step t); word_relevance (L, L)
     lower-triangular: row t explains word t, column i is input word i (`start_token` at
@@ -386,7 +388,7 @@ def word_explanation(
     start_token: str = START_TOKEN,
 ) -> Figure:
     """One explained word: the image, its pixel relevance and (if given) a bar per preceding
-    word, normalised by max_i |r_i|. The view `explorer` shows for the selected word."""
+    word, normalised by `max_i |r_i|`. The view `explorer` shows for the selected word."""
     pixels = image_array(image, normalized)
     maps = pixel_maps(pixel_relevance)
     _check_pixels(pixels, maps, words)

@@ -1,5 +1,7 @@
 """Figures of the ShapeWorld data: scenes with boxes, masks and captions; bias plots (chapter 1).
 
+::
+
     show_scenes(folder, "train", [1, 2, 3])
     plot_cooccurrence(bias_statistics(train_json), bias_statistics(shifted_json))
     plot_caption_statistics(all_training_captions)

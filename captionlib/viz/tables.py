@@ -1,7 +1,11 @@
 """Tables a chapter shows (every chapter; introduced in chapter 1).
 
+::
+
     display(Table(["split", "images"], [["train", 3000], ["test", 500]]))
     display(metrics_table({"A, test": scores_a, "B, test": scores_b}))
+    display(field_table(recipes.ENCODER))      # one row per setting
+    display(caption_metrics_table(scores))     # "CIDEr" shown as CIDEr-D
 
 A `Table` is a small value object that Jupyter and the book render as a real table: its
 Markdown form (a GFM pipe table) becomes an HTML `<table>` in JupyterLab, in Colab and in the
@@ -13,10 +17,15 @@ values.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from captionlib.evaluate.objects import ObjectMentionReport
 
 CellValue = float | int | str | None
 MISSING = "–"
@@ -150,3 +159,137 @@ def metrics_table(
     body = [[name, *(row.get(column) for column in columns)] for name, row in rows.items()]
     align = ["l", *("r" for _ in columns)]
     return Table([row_header, *columns], body, digits=digits, align=align)
+
+
+def format_vector(values: Sequence[float] | np.ndarray, digits: int = 4) -> str:
+    """A short vector as one cell, e.g. "(3, 0, -0.5)" (chapter 6's relevance per layer).
+
+    Each value is rounded to `digits` decimals with trailing zeros dropped, so exact numbers
+    read as they would be written by hand; values must be finite. Accepts a sequence, a
+    numpy array or a CPU tensor without gradient (flattened).
+    """
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0, got {digits}")
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if not np.isfinite(array).all():
+        raise ValueError(f"values must be finite, got {array.tolist()}")
+    parts = []
+    for value in array:
+        text = f"{value:.{digits}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        parts.append("0" if text == "-0" else text)
+    return "(" + ", ".join(parts) + ")"
+
+
+# --- settings and records (chapters 1–4) ---------------------------------------------------
+
+
+def value_text(value: object) -> str:
+    """A setting or record value as short text (chapters 1–4).
+
+    Floats in their shortest exact form (0.0005 stays 0.0005), lists in [ ], tuples in ( ),
+    mappings as "key: value" pairs, everything else as `str`.
+    """
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}: {value_text(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return "[" + ", ".join(value_text(item) for item in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(value_text(item) for item in value) + ")"
+    return str(value)
+
+
+def _code(text: str) -> str:
+    fence = "``" if "`" in text else "`"
+    padding = " " if fence == "``" else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
+
+
+def field_table(fields: object, header: Sequence[str] = ("setting", "value")) -> Table:
+    """One row per field of a configuration, a dataclass or a JSON record (chapters 1–4).
+
+    `fields` is a mapping or a dataclass instance (read with `asdict`, so nested dataclasses
+    show as "key: value" pairs). Names and values (through `value_text`) are in code font.
+    """
+    if is_dataclass(fields) and not isinstance(fields, type):
+        fields = asdict(fields)
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"fields must be a mapping or a dataclass, got {type(fields).__name__}")
+    if not fields:
+        raise ValueError("fields is empty: nothing to show")
+    if len(header) != 2:
+        raise ValueError(f"header names the two columns, got {list(header)}")
+    rows = [[_code(str(name)), _code(value_text(value))] for name, value in fields.items()]
+    return Table(list(header), rows, align=["l", "l"])
+
+
+# every ASCII punctuation character that CommonMark lets a backslash escape, except "|",
+# which `Table` escapes itself (a table cell would otherwise end there)
+_MARKDOWN_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{}~")
+
+
+def literal(text: str) -> str:
+    """`text` escaped so that Markdown shows it as it is (chapters 5 and 8).
+
+    For words and captions in a `Table` cell or in `display(Markdown(...))`: tokens such as
+    `<end>` would otherwise be read as HTML tags and vanish, `*` and `_` as emphasis, `$` as
+    math. Every ASCII punctuation character except "|" gets a backslash.
+    """
+    return "".join(f"\\{char}" if char in _MARKDOWN_PUNCTUATION else char for char in text)
+
+
+# --- caption scores and absent objects (chapters 3 and 4) ------------------------------------
+
+CAPTION_METRIC_NAMES = {"ROUGE_L": "ROUGE-L", "CIDEr": "CIDEr-D"}
+
+
+def caption_metrics_table(
+    rows: Mapping[str, Mapping[str, CellValue]],
+    columns: Sequence[str] | None = None,
+    digits: int = 3,
+    row_header: str = "",
+) -> Table:
+    """`metrics_table` of caption scores under the book's names (chapters 3 and 4).
+
+    pycocoevalcap's keys "ROUGE_L" and "CIDEr" (its CIDEr is CIDEr-D) are shown as
+    "ROUGE-L" and "CIDEr-D"; other keys keep their names. `columns` uses the scores' keys.
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows.values() for key in row))
+    renamed = {
+        name: {CAPTION_METRIC_NAMES.get(key, key): value for key, value in row.items()}
+        for name, row in rows.items()
+    }
+    shown = [CAPTION_METRIC_NAMES.get(column, column) for column in columns]
+    return metrics_table(renamed, shown, digits=digits, row_header=row_header)
+
+
+def absent_objects_table(reports: Mapping[str, ObjectMentionReport], row_header: str = "") -> Table:
+    """Captions that name an absent object, and how often each category is named while
+    absent, one row per report (chapters 3 and 4).
+
+    Category columns run from the most to the least often absent over all reports (ties
+    a–z); a category a report never names while absent counts 0 there.
+    """
+    if not reports:
+        raise ValueError("reports is empty: pass {split or captioner: ObjectMentionReport}")
+    totals: Counter[str] = Counter()
+    for report in reports.values():
+        totals.update(report.absent_by_category)
+    categories = sorted(totals, key=lambda category: (-totals[category], category))
+    rows = [
+        [name, report.captions, report.with_absent]
+        + [report.absent_by_category.get(category, 0) for category in categories]
+        for name, report in reports.items()
+    ]
+    columns = [row_header, "captions", "name an absent object", *categories]
+    return Table(columns, rows, align=["l", *("r" for _ in columns[1:])])

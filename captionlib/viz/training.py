@@ -1,5 +1,7 @@
 """Training curves (chapters 2–4).
 
+::
+
     plot_history(captioner.history, "Captioner A")          # loss and validation score
     plot_histories({"A": history_a, "B": history_b})        # several runs on shared axes
 

@@ -1,4 +1,5 @@
-"""LRP rules as operations the models' own forward uses (chapter 7).
+"""LRP rules as operations the models' own forward uses: a leaf module that models/ and
+explain/ both import (chapter 7).
 
 Every operation here computes exactly the ordinary forward value. Outside an explain mode
 it is the plain PyTorch operation, with plain gradients. Inside `lrp_mode(...)` its
@@ -40,11 +41,11 @@ ATTENTION_RULES = ("constant", "attnlrp")
 class LRPConfig:
     """Settings of an active explain mode.
 
-    epsilon: the ε of the ε-rule (0 gives the plain z-rule, used for conservation tests).
-    attention: "constant" (the paper's rule) or "attnlrp" (captioner B only).
-    head: explain only this attention head (None: all heads jointly).
-    gradient_only: keep true gradients everywhere except that gates and attention weights
-        are constants (the authors' "modified gradients", book/method.md §6; chapter 8).
+    - epsilon: the ε of the ε-rule (0 gives the plain z-rule, used for conservation tests).
+    - attention: "constant" (the paper's rule) or "attnlrp" (captioner B only).
+    - head: explain only this attention head (None: all heads jointly).
+    - gradient_only: keep true gradients everywhere except that gates and attention weights
+      are constants (the authors' "modified gradients", book/method.md §6; chapter 8).
     """
 
     epsilon: float = 0.01
