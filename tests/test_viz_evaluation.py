@@ -161,6 +161,22 @@ def test_mean_se_table_cells_and_missing_methods() -> None:
         ev.mean_with_error([])
 
 
+def test_methods_table_names_rows_as_the_prose_does() -> None:
+    table = ev.methods_table(
+        ev.mean_se_table({"drop": {"lrp": [0.4, 0.6], "gradient": [0.1, 0.1], "gradcam": [0.2]}})
+    )
+    assert list(table.columns) == ["method", "drop"]
+    assert table.cells == (
+        ("LRP", "0.50 ± 0.10"),
+        ("plain gradient", "0.10 ± 0.00"),
+        ("Grad-CAM", "0.20 ± 0.00"),
+    )
+    assert "| LRP | 0.50 ± 0.10 |" in table.to_markdown()
+    assert ev.methods_table({"random": {"r": 0.25}}, digits=1).cells == (("random", "0.2"),)
+    with pytest.raises(ValueError, match="rows is empty"):
+        ev.methods_table({})
+
+
 def test_reference_summary_counts_wins_ties_and_losses() -> None:
     tables = {
         "pointing": {"A": {"lrp": 0.6, "attention": 0.4, "gradcam": 0.7, "gradient": 0.5}},
@@ -174,7 +190,7 @@ def test_reference_summary_counts_wins_ties_and_losses() -> None:
     assert "above attention's in 2, equal in 1 and below in 0" in text
     assert "above Grad-CAM's in 2, equal in 0 and below in 1" in text
     assert "it is the best method (ties included) in 2." in text
-    assert text.endswith("Methods above LRP (tables per measure): Grad-CAM in 1 (pointing 1).")
+    assert text.endswith("Methods above LRP (tables per measure): Grad-CAM in 1 (pointing: 1).")
     with pytest.raises(ValueError, match="no 'lrp' entry"):
         ev.reference_summary({"pointing": {"A": {"attention": 0.1}}})
     with pytest.raises(ValueError, match="tables is empty"):

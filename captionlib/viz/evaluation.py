@@ -1,5 +1,7 @@
 """Figures and measured statements for comparing explanation methods (chapters 8 and 9).
 
+::
+
     method_panels(image, {name: map})                  # one image, one map per method (ch. 8)
     word_relevance_panels(words, {name: word_rel})     # preceding-word relevance side by side
     correctness_curves({setting: {method: summary}})   # correctness vs τ, ± s.e. (chapter 9)
@@ -8,6 +10,7 @@
     compare_with_baseline({setting: {method: drops}})  # which rankings beat random ablation
     correlation_statement(table, column)               # which maps survive randomisation
     mean_se_table({column: {method: values}})          # "0.52 ± 0.03" cells for metrics_table
+    display(methods_table(mean_se_table(columns)))     # one row per method, named as in prose
     reference_summary({measure: {setting: {m: v}}})    # where LRP wins and loses, all tables
 
 The book states only what the code measured on the run that builds the page: the
@@ -28,6 +31,7 @@ from torch import Tensor
 from captionlib.evaluate.localization import LocalizationSummary
 from captionlib.viz.attention import image_array
 from captionlib.viz.relevance import heatmap, word_relevance_strip
+from captionlib.viz.tables import CellValue, Table, metrics_table
 
 Array = Tensor | np.ndarray
 
@@ -80,8 +84,8 @@ def mean_se_table(
 ) -> dict[str, dict[str, str | None]]:
     """column → method → per-item values  ⟶  method → column → "mean ± s.e." (chapter 9).
 
-    The result goes to `captionlib.viz.training.metrics_table`; a method missing from a
-    column gets None (shown as "–"). Methods keep their order of first appearance.
+    The result goes to `methods_table` (or `captionlib.viz.tables.metrics_table`); a method
+    missing from a column gets None (shown as "–"). Methods keep their order of first appearance.
     """
     if not columns:
         raise ValueError("columns is empty: pass {column: {method: values}}")
@@ -95,6 +99,17 @@ def mean_se_table(
         }
         for method in methods
     }
+
+
+def methods_table(
+    rows: Mapping[str, Mapping[str, CellValue]], digits: int = 3, row_header: str = "method"
+) -> Table:
+    """`metrics_table` with one row per method, each named as in the book ("gradcam" →
+    "Grad-CAM", "gradient" → "plain gradient"); rows: method → column → value (chapter 9)."""
+    if not rows:
+        raise ValueError("rows is empty: pass {method: {column: value}}")
+    named = {method_name(method).removeprefix("the "): row for method, row in rows.items()}
+    return metrics_table(named, digits=digits, row_header=row_header)
 
 
 def _check_settings(settings: Mapping[str, Mapping[str, object]], name: str) -> None:
@@ -123,7 +138,7 @@ def method_panels(
 
     image: (3, H, W) uint8 or floats in [0, 1]; maps: title → (H, W) or (3, H, W) map (a
     coarser grid is drawn as is). Panels are `panel_width` inches wide, wide enough for the
-    scale stated under each. Each map is scaled to ± its own 99.5th percentile of |value|
+    scale stated under each. Each map is scaled to ± its own 99.5th percentile of `|value|`
     (`relevance.heatmap`, stated under the panel), so panels compare where, not how much.
     """
     if not maps:
@@ -155,7 +170,7 @@ def word_relevance_panels(
     """Preceding-word relevance of one caption, one panel per method (chapter 8).
 
     word_relevance: title → (L, L) relevance of the preceding words (`<start>` included) for
-    each of the L explained words; each row is normalised by its largest |value|
+    each of the L explained words; each row is normalised by its largest `|value|`
     (`relevance.word_relevance_strip`).
     """
     if not word_relevance:
@@ -419,7 +434,7 @@ def reference_summary(
     if beaten:
         listed = []
         for method, where in sorted(beaten.items(), key=lambda item: -sum(item[1].values())):
-            measures = ", ".join(f"{measure} {count}" for measure, count in where.items())
+            measures = ", ".join(f"{measure}: {count}" for measure, count in where.items())
             listed.append(f"{method} in {sum(where.values())} ({measures})")
         text += f" Methods above {name} (tables per measure): " + "; ".join(listed) + "."
     return text

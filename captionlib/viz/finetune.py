@@ -1,5 +1,8 @@
 """Figures, tables and measured statements for LRP-inference fine-tuning (chapter 11).
 
+::
+
+    display(settings_table(recipes.FINETUNING))                   # the fine-tuning settings
     weight_panels(words, (w_first, w_second), ("ĉ_t", "h2_t"))   # the weights of one caption
     loss_curves({"captioner A": {"control": [h0, h1, h2], "lrp": [...]}})
     stats = seed_statistics(results.scores)                      # mean and std over seeds
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captionlib.finetune import FinetuneHistory
+from captionlib.finetune import FinetuneConfig, FinetuneHistory
 from captionlib.viz.attention import image_array
 from captionlib.viz.tables import Table
 
@@ -36,7 +40,43 @@ FAMILIES = (
 STAGE_NAMES = {"before": "before", "control": "control", "lrp": "LRP-IFT"}
 METHOD_COLOURS = {"control": "tab:blue", "lrp": "tab:red"}
 
+SETTING_MEANINGS = {
+    "method": "lrp (LRP-IFT) or control (plain cross-entropy)",
+    "epochs": "passes over the training images",
+    "batch_size": "images per batch",
+    "captions_per_image": "captions drawn per image and epoch",
+    "lr": "Adam learning rate of the decoder",
+    "encoder_lr": "Adam learning rate of the encoder",
+    "betas": "Adam betas",
+    "grad_clip": "gradient values clamped to ± this",
+    "epsilon": "ε of the output layer's ε-rule",
+    "normalization": "R / max|R| per term (separate) or over both (joint)",
+    "seed": "data order, caption drawn, dropout",
+}
+
 Stats = dict[str, dict[str, dict[str, dict[str, tuple[float, float]]]]]
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return ", ".join(_setting(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def settings_table(config: FinetuneConfig, skip: Sequence[str] = ("method", "seed")) -> Table:
+    """One row per setting of a fine-tuning config: name, value, meaning (chapter 11).
+
+    `skip` leaves out the fields that differ between the runs of a comparison; floats are
+    shown with :g ("1e-4" as 0.0001), pairs as "0.8, 0.999".
+    """
+    rows = [
+        [f"`{item.name}`", _setting(getattr(config, item.name)), SETTING_MEANINGS.get(item.name)]
+        for item in fields(config)
+        if item.name not in skip
+    ]
+    return Table(["setting", "value", "meaning"], rows, align=["l", "l", "l"])
 
 
 def weight_panels(

@@ -18,8 +18,9 @@ import pytest
 from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOK = ROOT / "_build" / "html"
-STUDENT = ROOT / "student" / "_build" / "html"
+# another build can be tested by pointing these variables at its html/ folder
+BOOK = Path(os.environ.get("BOOK_HTML", ROOT / "_build" / "html"))
+STUDENT = Path(os.environ.get("STUDENT_BOOK_HTML", ROOT / "student" / "_build" / "html"))
 SKIP_FOLDERS = {"_static", "_sources", "_images", "jupyter_execute", "_sphinx_design_static"}
 SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 
