@@ -61,9 +61,11 @@ browser-tests: $(STAMP)
 	$(BIN)/python -m pytest tests/browser
 
 # the README's test command: lint, unit tests, execute every notebook by building the book
-# (with -W: a warning, a traceback or a failing cell fails it), then test the pages in a browser
+# (with -W: a warning, a traceback or a failing cell fails it), the student edition (from the
+# same executed notebooks), then test the pages of both in a browser
 test: lint unit
 	$(MAKE) book
+	$(MAKE) book-student
 	$(MAKE) browser-tests
 
 lab: $(STAMP)
