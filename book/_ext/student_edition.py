@@ -1,5 +1,8 @@
 """The student edition: the same book with every sphinx-exercise solution left out.
 
+The pages carry no solution, and nothing links to one: no notebook download, no copied
+sources, no launch button (each would hand out the full notebook).
+
 For lecturers who hand the book out before the exercises are due (`make book-student`).
 
 - As a Sphinx extension (listed in _config.yml), it removes every solution, including the
@@ -27,12 +30,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def student_config(config: dict) -> dict:
     """The student edition of a parsed _config.yml (a new dict; the input is unchanged)."""
     sphinx = dict(config.get("sphinx", {}))
-    sphinx["config"] = {**sphinx.get("config", {}), "student_edition": True}
+    sphinx["config"] = {
+        **sphinx.get("config", {}),
+        "student_edition": True,
+        # the notebooks hold the solutions: no .ipynb download, no copied sources
+        "html_copy_source": False,
+        "html_theme_options": {"use_download_button": False},
+    }
     sphinx["local_extensions"] = {
         name: str((ROOT / path).resolve())
         for name, path in sphinx.get("local_extensions", {}).items()
     }
-    return {**config, "title": f"{config['title']} (student edition)", "sphinx": sphinx}
+    return {
+        **config,
+        "title": f"{config['title']} (student edition)",
+        "sphinx": sphinx,
+        # a launch button would open the full notebook, solutions included
+        "launch_buttons": {},
+    }
 
 
 class RemoveSolutions(SphinxTransform):

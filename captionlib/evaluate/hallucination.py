@@ -181,13 +181,14 @@ def shapeworld_synonyms() -> SynonymTable:
     return SynonymTable(SYNONYMS, name="shapeworld")
 
 
-def coco_synonyms(path: str | Path = COCO_SYNONYMS_FILE) -> SynonymTable:
-    """The 80 COCO categories with their common synonyms (shipped as data/coco_synonyms.json).
+def coco_synonyms(path: str | Path | None = None) -> SynonymTable:
+    """The 80 COCO categories with their common synonyms (shipped as data/coco_synonyms.json;
+    `path` reads another table in the same format).
 
     Ambiguous words are kept out where they often mean something else ("bag", "glass",
     "computer"); "orange" still counts as the fruit, as in other CHAIR tables.
     """
-    return SynonymTable.from_json(path)
+    return SynonymTable.from_json(COCO_SYNONYMS_FILE if path is None else path)
 
 
 # --- inputs -----------------------------------------------------------------------------------

@@ -156,3 +156,8 @@ def test_student_edition_has_exercises_and_no_solutions(student_book: Path) -> N
         assert html.select("div.exercise"), f"{page.name}: no exercises"
         assert not html.select("div.solution"), f"{page.name}: a solution in the student edition"
         assert "Solution to" not in html.get_text(), f"{page.name}: a solution title remains"
+        links = [a["href"] for a in html.find_all("a", href=True)]
+        assert not [h for h in links if ".ipynb" in h or "colab" in h], (
+            f"{page.name}: a link hands out the notebook"
+        )
+    assert not list(student_book.rglob("*.ipynb")), "the student edition ships notebooks"
