@@ -284,20 +284,35 @@ def test_statistics_table_and_statement_follow_the_numbers():
     table = results_table(stats, names={"adaptive": "A"}).to_markdown()
     assert "| A | shifted | LRP-IFT | 0.400 ± 0.000 |" in table
     assert "| A | shifted | before | 0.400 | 1.000 |" in table
-    better = finetune_statement(stats)
-    assert (
-        "clearly better than the control on CHAIRi 0.200 vs 0.300; CHAIRs 0.200 vs 0.300" in better
+    names = {"adaptive": "captioner A"}
+    better = finetune_statement(stats, names=names)  # a winner
+    assert better == (
+        "On the shifted split LRP-IFT reduces hallucination more than the control: it is "
+        "clearly better in 2 of the 3 comparisons (LRP-IFT vs control, captioner A: CHAIRi "
+        "0.200 vs 0.300, CHAIRs 0.200 vs 0.300) and clearly worse in none. On the other "
+        "metrics it is within the seed spread of the control."
     )
-    assert "reduces hallucination more than the control" in better
-    assert (
-        "On the shifted split, over all captioners, LRP-IFT is clearly better in 2 and clearly "
-        "worse in 0 of 3 comparisons on the hallucination measures" in better
+    same = finetune_statement(seed_statistics(fake_scores(lrp_chair=0.31)), names=names)
+    assert same.startswith(  # a tie within the seed spread
+        "On the shifted split LRP-IFT does not reduce hallucination more than the control: "
+        "all 3 comparisons are within the seed spread."
     )
-    same = finetune_statement(seed_statistics(fake_scores(lrp_chair=0.31)))
-    assert "within the seed spread on BLEU-4" in same and "CHAIRs 0.310 vs 0.300" in same
-    assert "does not clearly beat the control" in same
-    worse = finetune_statement(seed_statistics(fake_scores(lrp_chair=0.50)))
-    assert "clearly worse on CHAIRi 0.500 vs 0.300" in worse
+    worse = finetune_statement(seed_statistics(fake_scores(lrp_chair=0.50)), costs=False)
+    assert worse == (  # a loser
+        "On the shifted split LRP-IFT does not clearly reduce hallucination more than the "
+        "control: it is clearly better in 0 and clearly worse in 2 of the 3 comparisons "
+        "(LRP-IFT vs control; worse: adaptive: CHAIRi 0.500 vs 0.300, CHAIRs 0.500 vs 0.300)."
+    )
+    scores = fake_scores(lrp_chair=0.31)
+    for run in scores["adaptive"]["lrp"]["shifted"]:
+        run["recall"] = 0.5  # a clear cost in recall
+    cost = finetune_statement(seed_statistics(scores), names=names)
+    assert cost.endswith(
+        "On the other metrics (LRP-IFT vs control) it is clearly worse on captioner A: recall "
+        "0.500 vs 0.600."
+    )
+    with pytest.raises(ValueError, match="needs 'lrp' and 'control'"):
+        finetune_statement({"adaptive": {"shifted": {"lrp": stats["adaptive"]["shifted"]["lrp"]}}})
 
 
 def test_settings_table_shows_each_setting_once():

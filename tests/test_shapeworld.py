@@ -233,6 +233,28 @@ def test_ensure_shapeworld_is_atomic_and_cached(
     assert ensure_shapeworld(replace(config, seed=1), progress=False) != folder
 
 
+def test_scene_captions_stay_above_the_next_row(small_folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from captionlib.viz.scenes import show_scenes
+
+    instances = json.loads((small_folder / "instances_val.json").read_text())
+    ids = [image["id"] for image in instances["images"][:8]]
+    axes = show_scenes(small_folder, "val", ids, n_captions=5)  # 2 rows of 4
+    figure = axes[0].figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    heights = [axis.get_position().height * figure.get_figheight() for axis in axes]
+    assert min(heights) > 1.5  # inches: the images keep their size (a panel is 1.8 wide)
+    lowest_text = min(axis.get_tightbbox(renderer).y0 for axis in axes[:4])  # captions, row 1
+    highest_title = max(axis.title.get_window_extent(renderer).y1 for axis in axes[4:])
+    assert lowest_text > highest_title  # the captions of row 1 end above row 2's titles
+    plt.close(figure)
+
+
 def test_scene_figures(small_folder: Path) -> None:
     import matplotlib
 
@@ -263,7 +285,7 @@ def test_scene_figures(small_folder: Path) -> None:
     water, boat = grounds.index("water"), categories.index("boat")
     assert matrix[water, boat] == stats["rates"]["p_boat_given_water"]
     figure = plot_cooccurrence(stats, bias_statistics(small_folder / "instances_shifted.json"))
-    assert len(figure.axes) == 3
+    assert len(figure.axes) == 4  # two heat maps, their colour bar, the bar chart
     figure = plot_caption_statistics(["a dog on the grass", "two red boats"], top=3)
     assert [p.get_height() for p in figure.axes[1].patches] == [1, 1, 1]
     with pytest.raises(ValueError, match="no captions"):

@@ -123,11 +123,24 @@ def test_heatmap_is_centred_and_states_its_scale() -> None:
     low, high = drawn.get_clim()
     assert high == pytest.approx(expected_scale) and low == pytest.approx(-expected_scale)
     np.testing.assert_allclose(drawn.get_array(), relevance.sum(0).numpy(), atol=1e-6)
-    label = figure.axes[-1].get_ylabel()  # the colour bar
+    assert drawn.get_cmap().name == "bwr"
+    label = _text(figure.axes[-1].get_ylabel())  # the colour bar
     assert "99.5th percentile of |R|" in label and f"{expected_scale:.3g}" in label
     zero = rv.heatmap(np.zeros((4, 4)), colorbar=False)
-    assert zero.get_clim() == (-1.0, 1.0)
-    assert zero.axes.get_xlabel() == "R = 0 everywhere"
+    assert zero.get_clim() == (0.0, 1.0)  # nothing negative: the sequential scale from 0
+    assert zero.axes.get_xlabel() == "map value = 0 everywhere"
+
+
+def test_heatmap_of_a_non_negative_map_is_sequential_from_zero_and_named() -> None:
+    alpha = torch.rand(SIZE, SIZE, generator=_gen())
+    drawn = rv.heatmap(alpha, clip_percentile=95, quantity="α")
+    scale = np.percentile(alpha.numpy(), 95)
+    assert drawn.get_clim() == pytest.approx((0.0, scale))
+    assert drawn.get_cmap().name == "inferno"
+    label = _text(drawn.figure.axes[-1].get_ylabel())
+    assert label == f"α; colour scale 0 … {scale:.3g} = 95th percentile (beyond: saturated)"
+    forced = rv.heatmap(alpha, signed=True)
+    assert forced.get_cmap().name == "bwr" and forced.get_clim()[0] < 0
 
 
 def test_relevance_grid_scales_each_panel_by_its_own_percentile() -> None:
@@ -139,9 +152,29 @@ def test_relevance_grid_scales_each_panel_by_its_own_percentile() -> None:
     assert [ax.get_title() for ax in panels] == WORDS
     for ax, relevance_map in zip(panels, maps.numpy(), strict=True):
         normalized, scale = rv.normalize_symmetric(relevance_map)
-        np.testing.assert_allclose(ax.images[1].get_array()[..., 3], np.abs(normalized))
+        np.testing.assert_allclose(ax.images[1].get_array(), normalized)
+        np.testing.assert_allclose(ax.images[1].get_alpha(), np.abs(normalized))
+        assert ax.images[1].get_clim() == (-1.0, 1.0)
         assert ax.get_xlabel() == f"± {scale:.2g}"
     assert "each panel scaled to ± its 99.5th percentile of |R|" in _text(figure.get_suptitle())
+
+
+def test_relevance_grid_of_non_negative_maps_is_sequential_and_wraps_at_four() -> None:
+    maps = torch.rand(7, SIZE, SIZE, dtype=torch.float64, generator=_gen())  # Grad-CAM-like
+    words = [f"w{k}" for k in range(7)]
+    figure = rv.relevance_grid(_image(), words, maps, columns=8, title="captioner A — Grad-CAM")
+    panels = [ax for ax in figure.axes if len(ax.images) == 2]
+    for ax, relevance_map in zip(panels, maps.numpy(), strict=True):
+        normalized, scale = rv.normalize_symmetric(relevance_map)
+        assert ax.images[1].get_cmap().name == "inferno"
+        assert ax.images[1].get_clim() == (0.0, 1.0)
+        np.testing.assert_allclose(ax.images[1].get_alpha(), normalized)
+        assert ax.get_xlabel() == f"0 … {scale:.2g}"
+    grid = figure.axes[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols) == (2, 4)  # 8 panels, at most 4 per row
+    text = _text(figure.get_suptitle())
+    assert text.startswith("captioner A — Grad-CAM Non-negative pixel map per word")
+    assert "from 0 to its 99.5th percentile" in text
 
 
 def test_relevance_grid_without_overlay_and_with_rgb_relevance() -> None:

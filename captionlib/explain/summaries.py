@@ -1,4 +1,4 @@
-"""Numbers that summarise explanations over many words (chapters 5 and 7).
+"""Numbers that summarise explanations over many words (chapters 5, 7 and 8).
 
 A heat map shows one word of one image; these functions turn many of them into a few
 measured numbers:
@@ -14,7 +14,9 @@ measured numbers:
 - `occluded_logits`, `deletion_effect`, `object_deletion_effect`: what the model's logits
   do when grid locations of the encoder output F are set to zero (the model run on
   features, no explanation rule);
-- `map_correlation`: Pearson correlation of two maps of the same word.
+- `map_correlation`: Pearson correlation of two maps of the same word;
+- `content_word_mask`, `cross_word_correlation`: how much the maps of a caption's different
+  content words resemble each other (does the explanation depend on the word?).
 
 Explainers return raw tensors (`captionlib.explain.lrp.Explanation`); nothing here
 normalises a map for display.
@@ -47,6 +49,7 @@ FUNCTION_WORDS = frozenset(
     + ["behind", "front", "left", "right"]
 )  # articles, prepositions, conjunctions, auxiliaries
 WORD_CLASSES = ("object", "attribute", "scene", "function", "other", "end")
+CONTENT_CLASSES = ("object", "attribute", "scene")  # words that name something in the image
 
 
 def word_class(word: str) -> str:
@@ -369,6 +372,48 @@ def map_correlation(first: Tensor, second: Tensor) -> Tensor:
     b = second.to(torch.float64) - second.to(torch.float64).mean(-1, keepdim=True)
     norm = a.norm(dim=-1) * b.norm(dim=-1)
     return (a * b).sum(-1) / norm.where(norm > 0, torch.nan)
+
+
+def content_word_mask(words: Sequence[Sequence[str]], steps: int) -> Tensor:
+    """(B, steps) bool: True where word t of caption b is a content word, one whose
+    `word_class` is in CONTENT_CLASSES (an object, an attribute or the scene); positions
+    beyond a caption's words are False (chapter 8)."""
+    mask = torch.zeros(len(words), steps, dtype=torch.bool)
+    for row, caption_words in enumerate(words):
+        if len(caption_words) > steps:
+            raise ValueError(f"caption {row} has {len(caption_words)} words, more than {steps}")
+        for step, word in enumerate(caption_words):
+            mask[row, step] = word_class(word) in CONTENT_CLASSES
+    return mask
+
+
+def cross_word_correlation(maps: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Mean Pearson correlation between the maps of different words of each caption.
+
+    maps: (B, K, ...) one map per explained word (a pixel map (H, W), a grid (N,), …;
+    flattened); keep: (B, K) bool, the words to compare (e.g. `content_word_mask`), None for
+    all. Returns (B,): the mean of corr(map_i, map_j) over the pairs i < j of kept words
+    whose maps are not constant; NaN where a caption has fewer than two such words. 1: every
+    word gets the same map up to scale and offset; 0: the maps are unrelated (chapter 8).
+    """
+    if maps.dim() < 3:
+        raise ValueError(f"maps must be (B, K, ...), got shape {tuple(maps.shape)}")
+    batch, steps = maps.shape[:2]
+    if keep is None:
+        keep = torch.ones(batch, steps, dtype=torch.bool)
+    if keep.shape != (batch, steps):
+        raise ValueError(f"keep must be ({batch}, {steps}), got {tuple(keep.shape)}")
+    flat = maps.detach().flatten(2).to(torch.float64)  # (B, K, M)
+    centred = flat - flat.mean(-1, keepdim=True)
+    norms = centred.norm(dim=-1, keepdim=True)  # (B, K, 1)
+    valid = keep.to(maps.device) & (norms[..., 0] > 0)
+    unit = centred / norms.where(norms > 0, 1.0)
+    correlations = unit @ unit.transpose(1, 2)  # (B, K, K)
+    pairs = valid.unsqueeze(2) & valid.unsqueeze(1)
+    pairs &= ~torch.eye(steps, dtype=torch.bool, device=maps.device)
+    count = pairs.sum((1, 2))
+    total = (correlations * pairs).sum((1, 2))
+    return (total / count.where(count > 0, 1)).where(count > 0, torch.nan).cpu()
 
 
 def rank_correlation(first: Tensor, second: Tensor) -> Tensor:

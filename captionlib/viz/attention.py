@@ -11,8 +11,10 @@
 
 Shown honestly (book/method.md §6): the raw g×g grid is upsampled to the image size, by default
 with nearest neighbours so every grid cell stays a visible block, and never smoothed. Each
-panel's colour scale runs from 0 to that panel's own maximum, which the panel states, so
-panels show *where* a map is high, not how high it is compared with the other panels.
+panel's colour scale (sequential: the maps are non-negative) runs from 0 to that panel's own
+maximum, which the panel states and the colour bar names, so panels show *where* a map is
+high, not how high it is compared with the other panels. Panels wrap at 4 per row and figures
+fit the book's column (`captionlib.viz.style`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,23 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from captionlib.data.coco import denormalize
+from captionlib.viz.style import (
+    FONT_SIZE,
+    PANEL_WIDTH,
+    SEQUENTIAL_CMAP,
+    TITLE_SIZE,
+    caption,
+    column_width,
+    grid_size,
+    panel_grid,
+    scale_bar,
+    styled,
+    wrap,
+)
 
 Array = Tensor | np.ndarray
 UPSAMPLE_MODES = ("nearest", "bilinear")
-OVERLAY_CMAP = "inferno"
+OVERLAY_CMAP = SEQUENTIAL_CMAP
 OVERLAY_OPACITY = 0.55
 SCALE_NOTE = "colour scale per panel: 0 (dark) to that panel's max"
 
@@ -129,16 +144,12 @@ def select_heads(alpha: Array, heads: str | int = "mean") -> np.ndarray:
     return values[:, heads]
 
 
-def _panel_axes(count: int, columns: int, panel_size: float = 2.1) -> tuple[Figure, list[Axes]]:
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    columns = min(columns, count)
-    rows = math.ceil(count / columns)
+def _panel_axes(count: int, columns: int, text: str) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` image panels, at most 4 per row (`panel_grid`), column wide at most,
+    with room for the caption `text` and a colour bar under the panels."""
+    rows, columns = panel_grid(count, columns)
     figure, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(panel_size * columns, (panel_size + 0.55) * rows + 0.5),
-        squeeze=False,
+        rows, columns, figsize=grid_size(rows, columns, text), squeeze=False, layout="constrained"
     )
     flat = list(axes.flatten())
     for ax in flat:
@@ -163,12 +174,19 @@ def _overlay(ax: Axes, pixels: np.ndarray, heat: np.ndarray) -> None:
     )
 
 
-def _finish(figure: Figure, text: str) -> Figure:
-    figure.suptitle(text, fontsize=9)
-    figure.tight_layout()
+def _finish(figure: Figure, axes: list[Axes], text: str, quantity: str) -> Figure:
+    """The colour bar under the panels (`quantity` / each panel's max) and the wrapped caption."""
+    scale_bar(figure, axes, False, f"{quantity} / that panel's max", alpha=OVERLAY_OPACITY)
+    caption(figure, text)
     return figure
 
 
+def _image_panel(ax: Axes, pixels: np.ndarray, title: str) -> None:
+    ax.imshow(pixels, interpolation="nearest")
+    ax.set_title(wrap(title, PANEL_WIDTH), fontsize=FONT_SIZE)
+
+
+@styled
 def attention_grid(
     image: Array,
     words: Sequence[str],
@@ -176,15 +194,18 @@ def attention_grid(
     beta: Array | None = None,
     heads: str | int = "mean",
     upsample: str = "nearest",
-    columns: int = 6,
+    columns: int = 4,
     normalized: bool = False,
+    image_title: str = "image",
+    title: str | None = None,
 ) -> Figure:
     """The image, then one panel per word with that step's attention over the image.
 
     image: (3, H, W) uint8 or float in [0, 1] (`normalized=True` for ImageNet-normalised);
     words: the L generated words; alpha: (L, N) for captioner A or (L, H, N) for captioner B
     (`heads`: "mean" over heads or one head index); beta: (L,) sentinel shares, written
-    under each word, or None. Panel k shows the weights that produced word k.
+    under each word, or None. Panel k shows the weights that produced word k. At most 4
+    panels per row (a larger `columns` wraps at 4); `title` opens the caption.
     """
     pixels = image_array(image, normalized)
     raw = as_float_array(alpha, "alpha")  # (L, N) or (L, H, N)
@@ -197,17 +218,6 @@ def attention_grid(
         betas = as_float_array(beta, "beta")
         if betas.shape != (len(words),):
             raise ValueError(f"beta must have shape ({len(words)},), got {betas.shape}")
-    figure, axes = _panel_axes(len(words) + 1, columns)
-    axes[0].imshow(pixels, interpolation="nearest")
-    axes[0].set_title("image", fontsize=9)
-    for index, (ax, word) in enumerate(zip(axes[1:], words, strict=True)):
-        heat = upsample_attention(maps[index], pixels.shape[:2], upsample)
-        _overlay(ax, pixels, heat)
-        ax.set_title(word, fontsize=10, fontweight="bold")
-        label = f"max α = {maps[index].max():.3g}"
-        if betas is not None:
-            label += f"\nβ = {betas[index]:.2f}"
-        ax.set_xlabel(label, fontsize=8)
     if raw.ndim == 2:
         what = "α per word"
     elif heads == "mean":
@@ -217,18 +227,33 @@ def attention_grid(
     text = f"{what}: raw {side}×{side} grid, {upsample} upsampling, no smoothing; {SCALE_NOTE}"
     if betas is not None:
         text += "\nβ = share of the sentinel (1 − β is the share of the image; Σα = 1 − β)"
-    return _finish(figure, text)
+    if title is not None:
+        text = f"{title}\n{text}"
+    figure, axes = _panel_axes(len(words) + 1, columns, text)
+    _image_panel(axes[0], pixels, image_title)
+    for index, (ax, word) in enumerate(zip(axes[1:], words, strict=True)):
+        heat = upsample_attention(maps[index], pixels.shape[:2], upsample)
+        _overlay(ax, pixels, heat)
+        ax.set_title(word, fontsize=TITLE_SIZE, fontweight="bold")
+        label = f"max α = {maps[index].max():.3g}"
+        if betas is not None:
+            label += f"\nβ = {betas[index]:.2f}"
+        ax.set_xlabel(label, fontsize=FONT_SIZE)
+    return _finish(figure, axes, text, "α")
 
 
+@styled
 def head_grid(
     image: Array,
     word: str,
     alpha: Array,
     upsample: str = "nearest",
-    columns: int = 5,
+    columns: int = 4,
     normalized: bool = False,
 ) -> Figure:
-    """One word's attention, head by head, then the mean over heads; alpha (H, N)."""
+    """One word's attention, head by head, then the mean over heads; alpha (H, N).
+
+    At most 4 panels per row (a larger `columns` wraps at 4)."""
     pixels = image_array(image, normalized)
     maps = as_float_array(alpha, "alpha")
     if maps.ndim != 2:
@@ -236,18 +261,19 @@ def head_grid(
     side = grid_side(maps.shape[1])
     panels = [*maps, maps.mean(axis=0)]
     names = [f"head {h}" for h in range(maps.shape[0])] + ["mean over heads"]
-    figure, axes = _panel_axes(len(panels), columns)
-    for ax, heat_grid, name in zip(axes, panels, names, strict=True):
-        _overlay(ax, pixels, upsample_attention(heat_grid, pixels.shape[:2], upsample))
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"max α = {heat_grid.max():.3g}", fontsize=8)
     text = (
         f'"{word}": α of each head, raw {side}×{side} grid, {upsample} upsampling, '
         f"no smoothing; {SCALE_NOTE}"
     )
-    return _finish(figure, text)
+    figure, axes = _panel_axes(len(panels), columns, text)
+    for ax, heat_grid, name in zip(axes, panels, names, strict=True):
+        _overlay(ax, pixels, upsample_attention(heat_grid, pixels.shape[:2], upsample))
+        ax.set_title(name, fontsize=TITLE_SIZE)
+        ax.set_xlabel(f"max α = {heat_grid.max():.3g}", fontsize=FONT_SIZE)
+    return _finish(figure, axes, text, "α")
 
 
+@styled
 def sentinel_plot(words: Sequence[str], beta: Array, title: str | None = None) -> Figure:
     """Bar chart of the sentinel share β per generated word (captioner A), on [0, 1]."""
     betas = as_float_array(beta, "beta")
@@ -255,30 +281,31 @@ def sentinel_plot(words: Sequence[str], beta: Array, title: str | None = None) -
         raise ValueError(
             f"beta must have shape ({len(words)},) with len(words) >= 1, got {betas.shape}"
         )
-    figure, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(words) + 1.5), 3.0))
+    width = column_width(max(4.0, 0.45 * len(words) + 1.5))
+    figure, ax = plt.subplots(figsize=(width, 3.2), layout="constrained")
     positions = np.arange(len(words))
     ax.bar(positions, betas, color="C1")
-    ax.set_xticks(positions, list(words), rotation=45, ha="right")
+    ax.set_xticks(positions, list(words), rotation=45, ha="right", rotation_mode="anchor")
     ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("β (share of the sentinel)")
+    ax.set_ylabel("β (share of\nthe sentinel)")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(
-        title or "β per word: the share of the context vector taken from the sentinel",
-        fontsize=9,
-    )
-    figure.tight_layout()
+    text = title or "β per word: the share of the context vector taken from the sentinel"
+    ax.set_title(wrap(text, width - 0.8, TITLE_SIZE), fontsize=TITLE_SIZE)
     return figure
 
 
+@styled
 def channel_grid(
     image: Array,
     feature_map: Array,
     channels: Sequence[int],
     upsample: str = "nearest",
-    columns: int = 6,
+    columns: int = 4,
     normalized: bool = False,
 ) -> Figure:
-    """The image, then the activation map of each chosen encoder channel; F (C, g, g)."""
+    """The image, then the activation map of each chosen encoder channel; F (C, g, g).
+
+    At most 4 panels per row (a larger `columns` wraps at 4)."""
     pixels = image_array(image, normalized)
     maps = as_float_array(feature_map, "feature_map")
     if maps.ndim != 3:
@@ -288,15 +315,14 @@ def channel_grid(
     bad = [c for c in channels if not 0 <= c < maps.shape[0]]
     if bad:
         raise ValueError(f"channels {bad} do not exist: feature_map has {maps.shape[0]}")
-    figure, axes = _panel_axes(len(channels) + 1, columns)
-    axes[0].imshow(pixels, interpolation="nearest")
-    axes[0].set_title("image", fontsize=9)
-    for ax, channel in zip(axes[1:], channels, strict=True):
-        _overlay(ax, pixels, upsample_attention(maps[channel], pixels.shape[:2], upsample))
-        ax.set_title(f"channel {channel}", fontsize=9)
-        ax.set_xlabel(f"max = {maps[channel].max():.2f}", fontsize=8)
     text = (
         f"Encoder activations: raw {maps.shape[1]}×{maps.shape[2]} grid, {upsample} "
         f"upsampling, no smoothing; {SCALE_NOTE}"
     )
-    return _finish(figure, text)
+    figure, axes = _panel_axes(len(channels) + 1, columns, text)
+    _image_panel(axes[0], pixels, "image")
+    for ax, channel in zip(axes[1:], channels, strict=True):
+        _overlay(ax, pixels, upsample_attention(maps[channel], pixels.shape[:2], upsample))
+        ax.set_title(f"channel {channel}", fontsize=TITLE_SIZE)
+        ax.set_xlabel(f"max = {maps[channel].max():.2f}", fontsize=FONT_SIZE)
+    return _finish(figure, axes, text, "activation")

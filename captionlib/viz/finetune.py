@@ -7,16 +7,15 @@
     loss_curves({"captioner A": {"control": [h0, h1, h2], "lrp": [...]}})
     stats = seed_statistics(results.scores)                      # mean and std over seeds
     display(results_table(stats))                                 # a Table, mean ± std
-    print(finetune_statement(stats))                              # what the numbers show
+    display(Markdown(finetune_statement(stats)))                  # the finding, per split
 
-The statements are generated from the measured numbers, so the prose matches the table
-printed above it. "Clearly" better or worse means that the means differ by more than the sum
-of the two standard deviations over seeds; anything smaller is reported as within the spread.
+The finding is generated from the measured numbers, so the prose matches the table beside
+it. "Clearly" better or worse means that the means differ by more than the sum of the two
+standard deviations over seeds; anything smaller is reported as within the spread.
 """
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
@@ -27,16 +26,21 @@ from torch import Tensor
 
 from captionlib.finetune import FinetuneConfig, FinetuneHistory
 from captionlib.viz.attention import image_array
+from captionlib.viz.style import (
+    COLUMN_WIDTH,
+    DIVERGING_CMAP,
+    FONT_SIZE,
+    TITLE_SIZE,
+    panel_grid,
+    styled,
+    wrap,
+)
 from captionlib.viz.tables import Table
 
 METRICS = ("BLEU-4", "CIDEr-D", "precision", "recall", "F1", "CHAIRi", "CHAIRs")
 LOWER_IS_BETTER = frozenset({"CHAIRi", "CHAIRs"})
 HALLUCINATION_METRICS = ("precision", "CHAIRi", "CHAIRs")
-FAMILIES = (
-    "the hallucination measures (precision, CHAIRi, CHAIRs)",
-    "the sentence metrics (BLEU-4, CIDEr-D)",
-    "recall and F1",
-)
+SPLIT_NAMES = {"test": "in-distribution test split", "shifted": "shifted split"}
 STAGE_NAMES = {"before": "before", "control": "control", "lrp": "LRP-IFT"}
 METHOD_COLOURS = {"control": "tab:blue", "lrp": "tab:red"}
 
@@ -79,6 +83,7 @@ def settings_table(config: FinetuneConfig, skip: Sequence[str] = ("method", "see
     return Table(["setting", "value", "meaning"], rows, align=["l", "l", "l"])
 
 
+@styled
 def weight_panels(
     words: Sequence[str],
     weights: tuple[Tensor, Tensor],
@@ -105,27 +110,30 @@ def weight_panels(
     if max_dims is not None:
         arrays = [array[:, :max_dims] for array in arrays]
     panels = 2 if image is None else 3
-    height = max(0.32 * len(words) + 1.6, 3.2)
+    height = max(0.3 * len(words) + 2.2, 3.4)
     widths = [1.0, 1.6, 1.6][3 - panels :]
     figure, all_axes = plt.subplots(
-        1, panels, figsize=(4.2 * panels, height), layout="constrained", width_ratios=widths
+        1, panels, figsize=(COLUMN_WIDTH, height), layout="constrained", width_ratios=widths
     )
     axes = all_axes[-2:]
     if image is not None:
         all_axes[0].imshow(image_array(image))
-        all_axes[0].set_title(textwrap.fill(image_title, 36), fontsize=9)
+        panel = COLUMN_WIDTH * widths[0] / sum(widths)
+        all_axes[0].set_title(wrap(image_title, panel), fontsize=FONT_SIZE)
         all_axes[0].set_xticks([])
         all_axes[0].set_yticks([])
     axes[1].sharey(axes[0])
     for ax, name, array in zip(axes, names, arrays, strict=True):
         image = ax.imshow(
-            array, cmap="bwr", vmin=0.0, vmax=2.0, aspect="auto", interpolation="nearest"
+            array, cmap=DIVERGING_CMAP, vmin=0.0, vmax=2.0, aspect="auto", interpolation="nearest"
         )
-        ax.set_title(f"weights on {name}")
+        ax.set_title(f"weights on {name}", fontsize=TITLE_SIZE)
         ax.set_xlabel("feature dimension d")
         ax.set_yticks(range(len(words)), words)
+    axes[1].tick_params(labelleft=False)
     axes[0].set_ylabel("explained (predicted) word")
-    figure.colorbar(image, ax=axes, label="w = 1 + R / max|R|", shrink=0.8)
+    bar = figure.colorbar(image, ax=axes, location="bottom", shrink=0.7, aspect=35)
+    bar.set_label("w = 1 + R / max|R| (1: unchanged)", fontsize=FONT_SIZE)
     return figure
 
 
@@ -134,22 +142,35 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+@styled
 def loss_curves(
-    histories: Mapping[str, Mapping[str, Sequence[FinetuneHistory]]], window: int = 10
+    histories: Mapping[str, Mapping[str, Sequence[FinetuneHistory]]],
+    window: int = 10,
+    columns: int = 2,
 ) -> Figure:
     """Per-batch training losses of the fine-tuning runs, one panel per captioner.
 
     histories: captioner → method ("control", "lrp") → one history per seed. Solid: the
     plain cross-entropy CE(y, y*) that both methods contain; dashed: LRP-IFT's extra
     CE(ỹ, y*). Each line is the mean over seeds of a moving average over `window` batches;
-    the band spans the seeds' minimum and maximum.
+    the band spans the seeds' minimum and maximum. `columns` panels per row (at most 4);
+    one legend under the panels.
     """
     if not histories:
         raise ValueError("histories is empty: pass {captioner: {method: [history, ...]}}")
-    figure, axes = plt.subplots(
-        1, len(histories), figsize=(5.5 * len(histories), 3.6), layout="constrained", squeeze=False
+    rows, columns = panel_grid(len(histories), columns)
+    figure, grid = plt.subplots(
+        rows,
+        columns,
+        figsize=(COLUMN_WIDTH if columns > 1 else 4.5, 2.9 * rows + 0.9),
+        layout="constrained",
+        squeeze=False,
     )
-    for ax, (name, methods) in zip(axes[0], histories.items(), strict=True):
+    axes = list(grid.ravel())
+    for ax in axes[len(histories) :]:
+        ax.remove()
+    legend: dict[str, object] = {}
+    for index, (ax, (name, methods)) in enumerate(zip(axes, histories.items(), strict=False)):
         for method, runs in methods.items():
             if not runs or not runs[0].loss:
                 raise ValueError(f"histories[{name!r}][{method!r}] has no recorded batches")
@@ -166,12 +187,20 @@ def loss_curves(
                 stacked = np.stack(curves)
                 steps = np.arange(stacked.shape[1]) + min(window, len(runs[0].loss))
                 label = f"{STAGE_NAMES.get(method, method)}: {what}"
-                ax.plot(steps, stacked.mean(0), style, color=colour, label=label)
+                (line,) = ax.plot(steps, stacked.mean(0), style, color=colour, label=label)
                 ax.fill_between(steps, stacked.min(0), stacked.max(0), color=colour, alpha=0.15)
-        ax.set_title(name)
+                legend.setdefault(label, line)
+        ax.set_title(wrap(name, COLUMN_WIDTH / columns - 0.3, TITLE_SIZE), fontsize=TITLE_SIZE)
         ax.set_xlabel("batch")
-        ax.legend(fontsize=8)
-    axes[0, 0].set_ylabel(f"loss per word (moving average, {window} batches)")
+        if index % columns == 0:
+            ax.set_ylabel(f"loss per word\n(moving average, {window} batches)")
+    figure.legend(
+        list(legend.values()),
+        list(legend),
+        loc="outside lower center",
+        ncols=min(3, len(legend)),
+        fontsize=FONT_SIZE,
+    )
     return figure
 
 
@@ -240,83 +269,115 @@ def compare(
     return "better" if gap > 0 else "worse"
 
 
+def _pairs(
+    found: Sequence[tuple[str, str, float, float]], names: Mapping[str, str], digits: int
+) -> str:
+    # "captioner B: precision 0.726 vs 0.662, CHAIRs 0.315 vs 0.431; captioner A: …"
+    kinds = list(dict.fromkeys(kind for kind, *_ in found))
+    groups = []
+    for kind in kinds:
+        values = [
+            f"{metric} {lrp:.{digits}f} vs {control:.{digits}f}"
+            for other, metric, lrp, control in found
+            if other == kind
+        ]
+        groups.append(f"{names.get(kind, kind)}: {', '.join(values)}")
+    return "; ".join(groups)
+
+
+Verdicts = dict[str, list[tuple[str, str, float, float]]]  # verdict → (kind, metric, lrp, control)
+
+
+def _hallucination_sentence(
+    where: str, verdicts: Verdicts, names: Mapping[str, str], digits: int
+) -> str:
+    # does LRP-IFT reduce hallucination more than the control on this split?
+    found = {
+        key: [item for item in items if item[1] in HALLUCINATION_METRICS]
+        for key, items in verdicts.items()
+    }
+    total = sum(len(items) for items in found.values())
+    better, worse = found["better"], found["worse"]
+    if total == 0:
+        return f"On the {where} the hallucination measures were not compared."
+    if len(better) > total / 2 and not worse:
+        return (
+            f"On the {where} LRP-IFT reduces hallucination more than the control: it is clearly "
+            f"better in {len(better)} of the {total} comparisons (LRP-IFT vs control, "
+            f"{_pairs(better, names, digits)}) and clearly worse in none."
+        )
+    if not better and not worse:
+        return (
+            f"On the {where} LRP-IFT does not reduce hallucination more than the control: all "
+            f"{total} comparisons are within the seed spread."
+        )
+    listed = [f"better: {_pairs(better, names, digits)}"] if better else []
+    listed += [f"worse: {_pairs(worse, names, digits)}"] if worse else []
+    return (
+        f"On the {where} LRP-IFT does not clearly reduce hallucination more than the control: "
+        f"it is clearly better in {len(better)} and clearly worse in {len(worse)} of the "
+        f"{total} comparisons (LRP-IFT vs control; {'; '.join(listed)})."
+    )
+
+
+def _cost_sentence(verdicts: Verdicts, names: Mapping[str, str], digits: int, shown: bool) -> str:
+    # where LRP-IFT is clearly worse or better on the metrics other than hallucination
+    rest = {
+        key: [item for item in items if item[1] not in HALLUCINATION_METRICS]
+        for key, items in verdicts.items()
+    }
+    clauses = [
+        f"clearly {key} on {_pairs(rest[key], names, digits)}"
+        for key in ("worse", "better")
+        if rest[key]
+    ]
+    if clauses:
+        convention = "" if shown else " (LRP-IFT vs control)"
+        return f"On the other metrics{convention} it is " + ", and ".join(clauses) + "."
+    if any(rest.values()):
+        return "On the other metrics it is within the seed spread of the control."
+    return ""
+
+
 def finetune_statement(
     stats: Stats,
     metrics: Sequence[str] = METRICS,
     digits: int = 3,
     names: Mapping[str, str] | None = None,
+    costs: bool = True,
 ) -> str:
-    """Sentences on what the table shows (chapter 11): LRP-IFT against the control per
-    captioner and split, then per split a verdict on the hallucination measures (precision,
-    CHAIRi, CHAIRs over all captioners), the sentence metrics (BLEU-4, CIDEr-D) and recall.
+    """The finding of the results table, one paragraph per split (chapter 11): does LRP-IFT
+    reduce hallucination more than the control, by how much, and (with `costs`) where it is
+    clearly worse or better on the other metrics.
 
-    LRP-IFT "reduces hallucination more than the control" on a split only when it is clearly
-    better in more than half of the hallucination comparisons and clearly worse in none.
+    stats: `seed_statistics`; names: captioner → name in the prose. Clearly better or worse:
+    the means differ by more than the sum of the two standard deviations over seeds
+    (`compare`). LRP-IFT "reduces hallucination more than the control" on a split only when
+    it is clearly better in more than half of the hallucination comparisons (precision,
+    CHAIRi, CHAIRs of every captioner) and clearly worse in none. Example: "On the shifted
+    split LRP-IFT reduces hallucination more than the control: it is clearly better in 4 of
+    the 6 comparisons (LRP-IFT vs control, captioner B: precision 0.726 vs 0.662, …) and
+    clearly worse in none. On the other metrics it is clearly worse on captioner A: recall
+    0.397 vs 0.443, …"
     """
     names = names or {}
-    sentences = []
-    counts: dict[str, dict[str, dict[str, int]]] = {}
+    found: dict[str, Verdicts] = {}  # split → verdict → comparisons
     for kind, splits in stats.items():
         for split, stages in splits.items():
             if "lrp" not in stages or "control" not in stages:
                 raise ValueError(f"stats[{kind!r}][{split!r}] needs 'lrp' and 'control' entries")
             lrp, control = stages["lrp"], stages["control"]
-            groups: dict[str, list[str]] = {"better": [], "worse": [], "within": []}
+            verdicts = found.setdefault(split, {"better": [], "worse": [], "within": []})
             for metric in metrics:
-                verdict = compare(lrp, control, metric)
-                groups[verdict].append(
-                    f"{metric} {lrp[metric][0]:.{digits}f} vs {control[metric][0]:.{digits}f}"
-                )
-                family = _family(metric)
-                tally = counts.setdefault(split, {}).setdefault(
-                    family, {"better": 0, "worse": 0, "within": 0}
-                )
-                tally[verdict] += 1
-            parts = []
-            if groups["better"]:
-                parts.append("clearly better than the control on " + "; ".join(groups["better"]))
-            if groups["worse"]:
-                parts.append("clearly worse on " + "; ".join(groups["worse"]))
-            if groups["within"]:
-                parts.append("within the seed spread on " + "; ".join(groups["within"]))
-            where = f"{names.get(kind, kind)}, {split} split"
-            sentences.append(f"On {where}, LRP-IFT is " + "; ".join(parts) + ".")
-    verdicts = []
-    for split, families in counts.items():
-        text = f"On the {split} split, over all captioners, LRP-IFT is "
-        details = []
-        for family in sorted(families, key=_family_order):
-            tally = families[family]
-            total = sum(tally.values())
-            details.append(
-                f"clearly better in {tally['better']} and clearly worse in {tally['worse']} of "
-                f"{total} comparisons on {family}"
-            )
-        text += "; ".join(details)
-        hallucination = families.get(FAMILIES[0])
-        if hallucination is not None:
-            total = sum(hallucination.values())
-            if hallucination["better"] > total / 2 and hallucination["worse"] == 0:
-                text += ": here LRP-IFT reduces hallucination more than the control does."
-            else:
-                text += (
-                    ": here LRP-IFT does not clearly beat the control at reducing hallucination."
-                )
-        else:
-            text += "."
-        verdicts.append(text)
-    return " ".join(sentences) + "\n\n" + " ".join(verdicts)
-
-
-def _family(metric: str) -> str:
-    if metric in HALLUCINATION_METRICS:
-        return FAMILIES[0]
-    if metric in ("BLEU-4", "CIDEr-D"):
-        return FAMILIES[1]
-    if metric in ("recall", "F1"):
-        return FAMILIES[2]
-    return metric
-
-
-def _family_order(family: str) -> int:
-    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+                item = (kind, metric, lrp[metric][0], control[metric][0])
+                verdicts[compare(lrp, control, metric)].append(item)
+    paragraphs = []
+    for split, verdicts in found.items():
+        text = _hallucination_sentence(
+            SPLIT_NAMES.get(split, f"{split} split"), verdicts, names, digits
+        )
+        if costs:
+            shown = "LRP-IFT vs control" in text
+            text = f"{text} {_cost_sentence(verdicts, names, digits, shown)}".rstrip()
+        paragraphs.append(text)
+    return "\n\n".join(paragraphs)

@@ -25,6 +25,19 @@ from torch import Tensor
 from captionlib.evaluate.diagnosis import AucResult, ObjectWord
 from captionlib.viz.evaluation import method_name
 from captionlib.viz.relevance import word_explanation
+from captionlib.viz.style import (
+    DIVERGING_CMAP,
+    FONT_SIZE,
+    TITLE_SIZE,
+    caption,
+    column_width,
+    hatch_missing,
+    method_title,
+    missing_handle,
+    styled,
+    with_missing,
+    wrap,
+)
 
 Array = Tensor | np.ndarray
 STATISTIC_NAMES = {
@@ -52,13 +65,14 @@ def _describe(method: str, statistic: str) -> str:
     return f"{method_name(method)}'s {statistic_name(statistic)}"
 
 
+@styled
 def hallucination_counts(
     words: Mapping[str, Sequence[ObjectWord]], categories: Sequence[str] | None = None
 ) -> Figure:
     """Bar chart: hallucinated object words per category, one group of bars per setting.
 
     words: setting → the labelled object words of its captions. Counts are raw numbers of
-    mentions (not normalised).
+    mentions (not normalised). The legend, under the axes, names the settings.
     """
     if not words:
         raise ValueError("words is empty: pass {setting: [ObjectWord, ...]}")
@@ -74,7 +88,9 @@ def hallucination_counts(
     if not categories:
         raise ValueError("no hallucinated words to count")
     width = 0.8 / len(counts)
-    figure, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(categories) + 2), 3.4))
+    figure, ax = plt.subplots(
+        figsize=(column_width(max(5.0, 0.6 * len(categories) + 2)), 3.6), layout="constrained"
+    )
     positions = np.arange(len(categories))
     for offset, (setting, counter) in enumerate(counts.items()):
         ax.bar(
@@ -83,19 +99,21 @@ def hallucination_counts(
             width,
             label=setting,
         )
-    ax.set_xticks(positions, categories, rotation=30, ha="right")
+    ax.set_xticks(positions, categories, rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylabel("hallucinated mentions")
-    ax.legend(fontsize=8)
-    ax.set_title("Hallucinated object words per category (raw counts)", fontsize=9)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", ncols=min(2, len(counts)), fontsize=FONT_SIZE)
+    ax.set_title("Hallucinated object words per category (raw counts)", fontsize=TITLE_SIZE)
     return figure
 
 
+@styled
 def auc_heatmap(
     aucs: Mapping[str, Mapping[str, AucResult]], title: str, ax: plt.Axes | None = None
 ) -> Figure:
     """Method × statistic grid of ROC-AUC (grounded = positive class), annotated; 0.5 is
-    chance (white), blue < 0.5 (hallucinated words score higher), red > 0.5."""
+    chance (white), blue < 0.5 (hallucinated words score higher), red > 0.5: a diverging
+    map symmetric around 0.5. A statistic a method does not have is a hatched grey cell,
+    named under the grid."""
     if not aucs:
         raise ValueError("aucs is empty: pass {method: {statistic: AucResult}}")
     methods = list(aucs)
@@ -106,21 +124,32 @@ def auc_heatmap(
             if name in aucs[method]:
                 values[row, column] = aucs[method][name].auc
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.9 * len(statistics) + 2.5, 0.45 * len(methods) + 1.8))
-    drawn = ax.imshow(values, cmap="bwr", vmin=0.0, vmax=1.0, aspect="auto")
+        size = (column_width(0.6 * len(statistics) + 2.4), 0.4 * len(methods) + 2.6)
+        _, ax = plt.subplots(figsize=size, layout="constrained")
+    drawn = ax.imshow(values, cmap=with_missing(DIVERGING_CMAP), vmin=0.0, vmax=1.0, aspect="auto")
     for row in range(len(methods)):
         for column in range(len(statistics)):
-            if not np.isnan(values[row, column]):
-                ax.text(column, row, f"{values[row, column]:.2f}", ha="center", va="center")
-    ax.set_xticks(range(len(statistics)), [statistic_name(s) for s in statistics], rotation=35)
-    ax.set_xticklabels([statistic_name(s) for s in statistics], ha="right", fontsize=8)
-    ax.set_yticks(range(len(methods)), [method_name(m) for m in methods], fontsize=8)
-    ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(drawn, ax=ax, fraction=0.03, pad=0.02).set_label("ROC-AUC", fontsize=8)
-    ax.figure.tight_layout()
+            value = values[row, column]
+            if not np.isnan(value):
+                colour = "white" if abs(value - 0.5) > 0.3 else "black"
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", color=colour)
+    missing = hatch_missing(ax, values)
+    names = [statistic_name(s) for s in statistics]
+    ax.set_xticks(range(len(statistics)), names, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(methods)), [method_title(m) for m in methods])
+    width = ax.get_figure(root=True).get_figwidth()
+    ax.set_title(wrap(title, width - 0.3, TITLE_SIZE), fontsize=TITLE_SIZE)
+    ax.figure.colorbar(drawn, ax=ax, fraction=0.04, pad=0.02).set_label("ROC-AUC")
+    if missing:
+        ax.figure.legend(
+            handles=[missing_handle("not measured for this method")],
+            loc="outside lower center",
+            fontsize=FONT_SIZE,
+        )
     return ax.figure
 
 
+@styled
 def case_study(
     image: Array,
     words: Sequence[str],
@@ -140,7 +169,7 @@ def case_study(
         if outline.any():
             for ax in figure.axes[:2]:
                 ax.contour(outline, levels=[0.5], colors="lime", linewidths=0.8)
-    figure.suptitle(note, fontsize=9)
+    caption(figure, note, TITLE_SIZE)
     return figure
 
 

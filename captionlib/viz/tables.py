@@ -273,12 +273,17 @@ def caption_metrics_table(
     return metrics_table(renamed, shown, digits=digits, row_header=row_header)
 
 
-def absent_objects_table(reports: Mapping[str, ObjectMentionReport], row_header: str = "") -> Table:
+def absent_objects_table(
+    reports: Mapping[str, ObjectMentionReport], row_header: str = "captions"
+) -> Table:
     """Captions that name an absent object, and how often each category is named while
-    absent, one row per report (chapters 3 and 4).
+    absent: one column per report, one row per count (chapters 3 and 4).
 
-    Category columns run from the most to the least often absent over all reports (ties
-    a–z); a category a report never names while absent counts 0 there.
+    Rows: all captions, those that name an absent object and their share, then one row per
+    category ("name an absent boat": captions that name a boat the image does not have), from
+    the most to the least often absent over all reports (ties a–z); a report that never names
+    a category while absent counts 0 there. Categories as rows keep the table narrow however
+    many there are. `row_header` heads the first column.
     """
     if not reports:
         raise ValueError("reports is empty: pass {split or captioner: ObjectMentionReport}")
@@ -286,10 +291,15 @@ def absent_objects_table(reports: Mapping[str, ObjectMentionReport], row_header:
     for report in reports.values():
         totals.update(report.absent_by_category)
     categories = sorted(totals, key=lambda category: (-totals[category], category))
-    rows = [
-        [name, report.captions, report.with_absent]
-        + [report.absent_by_category.get(category, 0) for category in categories]
-        for name, report in reports.items()
+    shown = list(reports.values())
+    rows: list[list[CellValue]] = [
+        ["all", *(report.captions for report in shown)],
+        ["name an absent object", *(report.with_absent for report in shown)],
+        ["share that name an absent object", *(report.absent_caption_share for report in shown)],
     ]
-    columns = [row_header, "captions", "name an absent object", *categories]
-    return Table(columns, rows, align=["l", *("r" for _ in columns[1:])])
+    rows += [
+        [f"name an absent {category}", *(r.absent_by_category.get(category, 0) for r in shown)]
+        for category in categories
+    ]
+    columns = [row_header, *reports]
+    return Table(columns, rows, align=["l", *("r" for _ in reports)])

@@ -7,7 +7,7 @@
 
 Curves show the raw per-epoch values the training loop recorded (`TrainHistory`): training
 loss (mean over the epoch's captions) and the validation score, with the selected (best)
-epoch marked. Nothing is smoothed or rescaled.
+epoch marked. Nothing is smoothed or rescaled. Both panels fit the book's column.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from captionlib.train import TrainHistory
+from captionlib.viz.style import COLUMN_WIDTH, FONT_SIZE, TITLE_SIZE, caption, styled, wrap
 
 LOSS_NAME = "training loss (cross-entropy per word)"
 
@@ -53,14 +54,24 @@ def _draw_curves(
 def _label_axes(
     loss_ax: Axes, score_ax: Axes, loss_name: str, score_name: str, epochs: int
 ) -> None:
-    loss_ax.set_ylabel(loss_name)
-    score_ax.set_ylabel(score_name)
+    loss_ax.set_ylabel(wrap(loss_name, 2.4))
+    score_ax.set_ylabel(wrap(score_name, 2.4))
+    loss_ax.set_title("training loss", fontsize=TITLE_SIZE)
+    score_ax.set_title(wrap(f"{score_name} (★ = selected epoch)", 3.2, TITLE_SIZE))
     for ax in (loss_ax, score_ax):
         ax.set_xlabel("epoch")
         ax.set_xticks(np.arange(1, epochs + 1))
         ax.grid(alpha=0.3)
 
 
+def _two_panels() -> tuple[Figure, Axes, Axes]:
+    figure, (loss_ax, score_ax) = plt.subplots(
+        1, 2, figsize=(COLUMN_WIDTH, 3.2), layout="constrained"
+    )
+    return figure, loss_ax, score_ax
+
+
+@styled
 def plot_history(
     history: TrainHistory,
     title: str,
@@ -73,36 +84,37 @@ def plot_history(
     "validation mAP" and a binary cross-entropy).
     """
     _check_history(history, title)
-    figure, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    figure, loss_ax, score_ax = _two_panels()
     _draw_curves(loss_ax, score_ax, history, None, "C0")
     _label_axes(loss_ax, score_ax, loss_name, score_name, len(history.train_loss))
-    loss_ax.set_title("training loss")
-    score_ax.set_title(f"{score_name} (★ = selected epoch)")
-    figure.suptitle(title)
-    figure.tight_layout()
+    caption(figure, title, TITLE_SIZE)
     return figure
 
 
+@styled
 def plot_histories(
     histories: Mapping[str, TrainHistory],
     score_name: str = "validation CIDEr-D",
     title: str | None = None,
     loss_name: str = LOSS_NAME,
 ) -> Figure:
-    """Several runs on the same two panels (loss, validation score), one colour per run."""
+    """Several runs on the same two panels (loss, validation score), one colour per run; one
+    legend under the panels."""
     if not histories:
         raise ValueError("histories is empty: pass {name: TrainHistory}")
     for name, history in histories.items():
         _check_history(history, name)
-    figure, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    figure, loss_ax, score_ax = _two_panels()
     for index, (name, history) in enumerate(histories.items()):
         _draw_curves(loss_ax, score_ax, history, name, f"C{index}")
     epochs = max(len(history.train_loss) for history in histories.values())
     _label_axes(loss_ax, score_ax, loss_name, score_name, epochs)
-    loss_ax.set_title("training loss")
-    score_ax.set_title(f"{score_name} (★ = selected epoch)")
-    score_ax.legend()
+    figure.legend(
+        *loss_ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=min(4, len(histories)),
+        fontsize=FONT_SIZE,
+    )
     if title is not None:
-        figure.suptitle(title)
-    figure.tight_layout()
+        caption(figure, title, TITLE_SIZE)
     return figure

@@ -107,12 +107,26 @@ def test_page_renders_math_and_fits_the_column(driver, server, book, page: Path)
         const wide = [...document.querySelectorAll('div.cell_output pre')]
             .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
             .map(pre => pre.innerText.split('\\n').sort((a, b) => b.length - a.length)[0]);
+        const article = document.querySelector('article') || document.body;
+        const limit = article.getBoundingClientRect().right + 1;
+        const overflowing = element => element.scrollWidth > element.clientWidth + 1
+            || element.getBoundingClientRect().right > limit;
+        const wideTables = [...document.querySelectorAll('div.cell_output table, article table')]
+            .filter(table => overflowing(table.parentElement)
+                || table.getBoundingClientRect().right > limit)
+            .map(table => table.innerText.split('\\n')[0].slice(0, 60));
+        const wideMath = [...document.querySelectorAll('mjx-container[display="true"]')]
+            .filter(math => math.getBoundingClientRect().right > limit
+                || math.scrollWidth > math.clientWidth + 1
+                || (math.parentElement && overflowing(math.parentElement)))
+            .map(math => (math.getAttribute('aria-label') || 'display math').slice(0, 60));
         const resources = performance.getEntriesByType('resource').map(e => e.name)
             .filter(name => !name.startsWith(location.origin) && !name.startsWith('data:'));
         return {math: math.length, typeset: typeset.length,
                 errors: document.querySelectorAll('mjx-merror').length,
                 raw: (text.match(/\\\\\\(|\\\\\\[|\\$\\$/g) || []).length,
-                wide: wide, resources: resources};
+                wide: wide, wideTables: wideTables, wideMath: wideMath,
+                resources: resources};
         """
     )
     assert state["resources"] == [], "the page asked for a remote resource"
@@ -121,6 +135,8 @@ def test_page_renders_math_and_fits_the_column(driver, server, book, page: Path)
         assert state["errors"] == 0, "MathJax could not typeset some math"
     assert state["raw"] == 0, "raw TeX delimiters on the page"
     assert state["wide"] == [], "output lines wider than the column"
+    assert state["wideTables"] == [], "tables wider than the column"
+    assert state["wideMath"] == [], "display equations wider than the column"
 
 
 @pytest.mark.parametrize("page", CHAPTERS, ids=page_id)
