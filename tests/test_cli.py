@@ -132,6 +132,11 @@ def test_book_and_paper_configs_parse() -> None:
         "dropout": 0.5,
     }
     assert load_run_config("shapeworld_multihead").captioner.kind == "multihead"
+    demo = load_run_config("shapeworld_demo")  # chapter 12's command-line demo
+    assert demo.data.shapeworld == {"n_train": 1000, "n_val": 100, "n_test": 100, "n_shifted": 4}
+    assert demo.encoder.channels == [12, 24, 48] and demo.encoder_pretraining.epochs == 8
+    assert demo.captioner.sizes["hidden_dim"] == 64 and demo.training.epochs == 4
+    assert demo.evaluation.metrics == ["BLEU", "ROUGE_L", "CIDEr"] and demo.explain.images == 16
 
 
 def test_prepare_command_on_a_coco_folder(
