@@ -216,3 +216,33 @@ def test_docstring_examples_are_literal_blocks() -> None:
                 where = getattr(node, "name", "module docstring")
                 problems.append(f"{path.relative_to(ROOT)} ({where}): {line.strip()[:50]}")
     assert problems == []
+
+
+def _outside_literals(text: str) -> str:
+    """`text` without its ``literal`` / `literal` spans and `::` literal blocks."""
+    text = re.sub(r"``.*?``|`[^`\n]*`", "", text)
+    kept, in_block = [], False
+    for line in text.split("\n"):
+        if in_block and (line.startswith(" ") or not line.strip()):
+            continue
+        in_block = line.rstrip().endswith("::")
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def test_docstrings_have_no_accidental_substitutions() -> None:
+    """`|R|` outside backticks is a reStructuredText substitution: -W fails on it (public
+    docstrings only: autodoc leaves private names out)."""
+    problems = []
+    for path in sorted((ROOT / "captionlib").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef):
+                continue
+            if getattr(node, "name", "").startswith("_"):
+                continue
+            text = _outside_literals(ast.get_docstring(node) or "")
+            for found in re.findall(r"(?<![\w|])\|[^|\s][^|\n]*?\|(?![\w|])", text):
+                where = getattr(node, "name", "module docstring")
+                problems.append(f"{path.relative_to(ROOT)} ({where}): {found}")
+    assert problems == []

@@ -5,7 +5,7 @@ a caption's different words are nearly the same shows the image more than the wo
 class-insensitivity known from modified-backpropagation methods. `word_dependence`
 explains the content words of B captions with several methods and measures, per caption,
 the mean correlation between the pixel maps of its different content words
-(`summaries.cross_word_correlation`), the share of the maps' |R| that is negative
+(`summaries.cross_word_correlation`), the share of the maps' `|R|` that is negative
 (`summaries.sign_shares`) and, for each object word, the share of its map's positive mass
 that lies on the object it names (`summaries.object_word_mass`)::
 
@@ -85,7 +85,7 @@ class WordDependence:
 
     correlation: method → (B,) mean correlation between the pixel maps of a caption's
     different content words (NaN for a caption with fewer than two); negative: method →
-    (B,) the mean over those words of the share of a map's |R| that is negative (all-zero
+    (B,) the mean over those words of the share of a map's `|R|` that is negative (all-zero
     maps left out); mass: method → the object words' `ObjectWordMass` records (caption = row
     in the batch), empty without a split; content_words: (B,) how many content words each
     caption has.

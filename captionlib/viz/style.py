@@ -141,7 +141,7 @@ def caption(figure: Figure | SubFigure, text: str, fontsize: float = FONT_SIZE) 
 
 
 def is_signed(*maps: np.ndarray) -> bool:
-    """True when any map has a negative value beyond float noise (1e-6 of its largest |value|)."""
+    """True when any map has a negative value beyond float noise (1e-6 of its largest `|value|`)."""
     for values in maps:
         magnitude = float(np.nanmax(np.abs(values))) if values.size else 0.0
         if magnitude > 0 and float(np.nanmin(values)) < -1e-6 * magnitude:

@@ -74,7 +74,7 @@ def method_word_grid(
     image: (3, H, W) uint8 or floats in [0, 1]; words: at most MAX_COLUMNS − 1 = 3 words;
     maps: method name or id (`title_of`) → one (H, W) or (3, H, W) map per word,
     in `words` order. Every map is drawn from −s (blue) to s (red), s its own 99.5th
-    percentile of |R| (stated under it), so rows compare where relevance lies, not how much.
+    percentile of `|R|` (stated under it), so rows compare where relevance lies, not how much.
     """
     if not maps:
         raise ValueError("maps is empty: pass {method: one map per word}")
@@ -121,7 +121,7 @@ def _masses(study: WordDependence, method: str) -> np.ndarray:
 
 def word_dependence_table(study: WordDependence, digits: int = 2) -> Table:
     """One row per method of the study (chapter 8): the mean ± s.e. over captions of the
-    cross-word correlation and of the negative share of |R|, over object words of the
+    cross-word correlation and of the negative share of `|R|`, over object words of the
     positive mass on the named object, and how many captions and words each mean covers."""
     rows = []
     for method in study.correlation:
@@ -241,7 +241,7 @@ def word_dependence_statement(
     """The finding of chapter 8's word-dependence study, from the numbers (setting →
     study, e.g. {"A": …, "B": …}): which methods' maps of different content words correlate
     clearly more than the `reference` method's on every setting, what the contrastive start
-    does to LRP's correlation, and at what price (the share of |R| that is negative, the
+    does to LRP's correlation, and at what price (the share of `|R|` that is negative, the
     positive mass on the named object)."""
     if not studies:
         raise ValueError("studies is empty: pass {setting: WordDependence}")
