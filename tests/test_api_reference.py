@@ -197,24 +197,31 @@ def test_the_appendix_is_in_the_toc_after_the_method() -> None:
     assert files.index("book/api") == files.index("book/method") + 1
 
 
-def test_docstring_examples_are_literal_blocks() -> None:
-    """An indented example follows '::', or the page shows it as a quote with curly quotes."""
-    problems = []
+def docstrings() -> list[tuple[Path, str, str]]:
+    """(file, name, docstring) of every module, function and class of captionlib."""
+    found = []
     for path in sorted((ROOT / "captionlib").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef):
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef):
+                name = getattr(node, "name", "module docstring")
+                found.append((path, name, ast.get_docstring(node) or ""))
+    return found
+
+
+def test_docstring_examples_are_literal_blocks() -> None:
+    """An indented example follows '::', or the page shows it as a quote with curly quotes."""
+    problems = []
+    for path, where, docstring in docstrings():
+        lines = docstring.split("\n")
+        for before, blank, line in zip(lines, lines[1:], lines[2:], strict=False):
+            if not (line.startswith("    ") and not blank.strip() and before.strip()):
                 continue
-            lines = (ast.get_docstring(node) or "").split("\n")
-            for before, blank, line in zip(lines, lines[1:], lines[2:], strict=False):
-                if not (line.startswith("    ") and not blank.strip() and before.strip()):
-                    continue
-                if before.startswith(" ") or before.rstrip().endswith("::"):
-                    continue
-                if before.strip().rstrip(":") in NAPOLEON_SECTIONS:
-                    continue
-                where = getattr(node, "name", "module docstring")
-                problems.append(f"{path.relative_to(ROOT)} ({where}): {line.strip()[:50]}")
+            if before.startswith(" ") or before.rstrip().endswith("::"):
+                continue
+            if before.strip().rstrip(":") in NAPOLEON_SECTIONS:
+                continue
+            problems.append(f"{path.relative_to(ROOT)} ({where}): {line.strip()[:50]}")
     assert problems == []
 
 
@@ -234,15 +241,10 @@ def test_docstrings_have_no_accidental_substitutions() -> None:
     """`|R|` outside backticks is a reStructuredText substitution: -W fails on it (public
     docstrings only: autodoc leaves private names out)."""
     problems = []
-    for path in sorted((ROOT / "captionlib").rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef):
-                continue
-            if getattr(node, "name", "").startswith("_"):
-                continue
-            text = _outside_literals(ast.get_docstring(node) or "")
-            for found in re.findall(r"(?<![\w|])\|[^|\s][^|\n]*?\|(?![\w|])", text):
-                where = getattr(node, "name", "module docstring")
-                problems.append(f"{path.relative_to(ROOT)} ({where}): {found}")
+    for path, where, docstring in docstrings():
+        if where.startswith("_"):
+            continue
+        text = _outside_literals(docstring)
+        for found in re.findall(r"(?<![\w|])\|[^|\s][^|\n]*?\|(?![\w|])", text):
+            problems.append(f"{path.relative_to(ROOT)} ({where}): {found}")
     assert problems == []
