@@ -49,6 +49,7 @@ from captionlib.viz.style import (
     TITLE_SIZE,
     caption,
     is_signed,
+    legend_below,
     method_title,
     panel_grid,
     scale_bar,
@@ -299,13 +300,7 @@ def correctness_curves(
         ax.set_xlabel("threshold τ")
         if index % min(columns, MAX_COLUMNS) == 0:
             ax.set_ylabel("correctness\n(mean over pairs)")
-    figure.legend(
-        list(legend.values()),
-        list(legend),
-        loc="outside lower center",
-        ncols=min(4, len(legend)),
-        fontsize=FONT_SIZE,
-    )
+    legend_below(figure, legend, 4)
     return figure
 
 

@@ -31,6 +31,7 @@ from captionlib.viz.style import (
     DIVERGING_CMAP,
     FONT_SIZE,
     TITLE_SIZE,
+    legend_below,
     panel_grid,
     styled,
     wrap,
@@ -194,13 +195,7 @@ def loss_curves(
         ax.set_xlabel("batch")
         if index % columns == 0:
             ax.set_ylabel(f"loss per word\n(moving average, {window} batches)")
-    figure.legend(
-        list(legend.values()),
-        list(legend),
-        loc="outside lower center",
-        ncols=min(3, len(legend)),
-        fontsize=FONT_SIZE,
-    )
+    legend_below(figure, legend, 3)
     return figure
 
 

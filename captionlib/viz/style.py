@@ -134,6 +134,17 @@ def wrap(text: str, width: float, fontsize: float = FONT_SIZE) -> str:
     return "\n".join(textwrap.fill(line, limit) for line in text.split("\n"))
 
 
+def legend_below(figure: Figure, handles: dict, columns: int) -> None:
+    """One legend for all panels, under the axes (never over the data): label → handle."""
+    figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(columns, len(handles)),
+        fontsize=FONT_SIZE,
+    )
+
+
 def caption(figure: Figure | SubFigure, text: str, fontsize: float = FONT_SIZE) -> None:
     """`text` as the figure's title, wrapped to the figure's width."""
     width = figure.get_figure(root=True).get_figwidth()
