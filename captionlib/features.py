@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captionlib.artifacts import atomic_write_bytes
 from captionlib.models.encoder import to_grid
+from captionlib.progress import progress_bar
 
 FORMAT = "captionlib-features"
 DTYPES = ("float16", "float32")
@@ -192,7 +192,7 @@ def extract_features(
     encoder.eval().to(device)
     use_autocast = autocast and device.type == "cuda"
     with FeatureWriter(path, image_ids, dtype, meta) as write:
-        for batch in tqdm(batches, desc="features", disable=not progress):
+        for batch in progress_bar(batches, desc="features", progress=progress):
             images = batch["image"].to(device, non_blocking=True)
             with torch.autocast(device.type, torch.bfloat16, enabled=use_autocast):
                 grid = to_grid(encoder(images))  # (B, N, C)

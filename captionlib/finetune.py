@@ -39,12 +39,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captionlib import ops
 from captionlib.data.vocab import Vocabulary
 from captionlib.models.base import Captioner, CaptionerOutput
 from captionlib.models.encoder import to_grid
+from captionlib.progress import progress_bar
 from captionlib.train import caption_loss
 
 METHODS = ("lrp", "control")
@@ -294,7 +294,7 @@ def finetune_captioner(
         model.train()
         encoder.train()
         desc = f"{config.method} epoch {epoch + 1}/{config.epochs}"
-        bar = tqdm(batches(epoch), desc=desc, disable=not progress)
+        bar = progress_bar(batches(epoch), desc=desc, progress=progress)
         for batch in bar:
             images = batch["images"].to(device)
             caption_ids = batch["caption_ids"].to(device)

@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
-from tqdm.auto import tqdm
 
 from captionlib.artifacts import cached
 from captionlib.checkpoints import load_checkpoint, save_checkpoint
@@ -64,6 +63,7 @@ from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption
 from captionlib.models.encoder import MultiLabelHead, SmallVGG, to_grid
 from captionlib.models.multihead import MultiHeadCaptioner
+from captionlib.progress import progress_bar
 from captionlib.train import (
     CaptionTrainConfig,
     EncoderTrainConfig,
@@ -131,7 +131,7 @@ def load_images(split: CocoSplit, progress: bool = False) -> torch.Tensor:
     """All images of a split as uint8 (num_images, 3, H, W), in image-index order."""
     arrays = [
         np.asarray(load_image(path))
-        for path in tqdm(split.file_paths, desc="images", disable=not progress)
+        for path in progress_bar(split.file_paths, desc="images", progress=progress)
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 

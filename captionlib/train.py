@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captionlib.checkpoints import load_checkpoint, save_checkpoint
+from captionlib.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def train_captioner(
         runner = training_module if training_module is not None else model
         runner.train()
         total, count = 0.0, 0
-        bar = tqdm(batches(epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        desc = f"epoch {epoch + 1}/{config.epochs}"
+        bar = progress_bar(batches(epoch), desc=desc, progress=progress)
         for batch in bar:
             features = batch["features"].to(device)
             caption_ids = batch["caption_ids"].to(device)
@@ -193,7 +194,8 @@ def pretrain_encoder(
         encoder.train()
         head.train()
         total, count = 0.0, 0
-        bar = tqdm(batches(epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        desc = f"epoch {epoch + 1}/{config.epochs}"
+        bar = progress_bar(batches(epoch), desc=desc, progress=progress)
         for images, labels in bar:
             images, labels = images.to(device), labels.to(device)
             loss = functional.binary_cross_entropy_with_logits(head(encoder(images)), labels)

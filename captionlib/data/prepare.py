@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from captionlib.progress import progress_bar
 
 from captionlib.data.coco import CocoSplit, load_coco_split
 from captionlib.data.vocab import Vocabulary, tokenize
@@ -196,7 +196,7 @@ def truncate_caption(text: str, max_tokens: int = MAX_TOKENS) -> str:
 def _check_images(root: Path, images: Iterable[_Image], progress: bool) -> None:
     missing = [
         image.file_name
-        for image in tqdm(list(images), desc="checking images", disable=not progress)
+        for image in progress_bar(list(images), desc="checking images", progress=progress)
         if not (root / image.file_name).is_file()
     ]
     if missing:
@@ -391,8 +391,8 @@ def _fetch(url: str, target: Path, progress: bool) -> None:
     try:
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress
+            with progress_bar(
+                total=total, unit="B", unit_scale=True, desc=target.name, progress=progress
             ) as bar:
                 while chunk := response.read(1 << 20):
                     handle.write(chunk)

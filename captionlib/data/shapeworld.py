@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
-from tqdm.auto import tqdm
+from captionlib.progress import progress_bar
 
 from captionlib.artifacts import cached
 from captionlib.utils import data_dir
@@ -998,7 +998,7 @@ def generate(
         for name in CATEGORIES
     ]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    bar = tqdm(total=total, desc="ShapeWorld", unit="img", disable=not progress)
+    bar = progress_bar(total=total, desc="ShapeWorld", unit="img", progress=progress)
     try:
         first_id = 1
         for split in SPLITS:

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as functional
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captionlib.data.coco import CocoSplit
 from captionlib.data.vocab import Vocabulary
@@ -48,6 +47,7 @@ from captionlib.explain.lrp import (
 from captionlib.explain.summaries import mass_inside, word_share
 from captionlib.models.base import Captioner
 from captionlib.models.encoder import to_grid
+from captionlib.progress import progress_bar
 
 QUANTILES = {"q50": 0.5, "q90": 0.9, "q99": 0.99}
 MAP_STATISTICS = ("mean", "positive_mean", "max", *QUANTILES)
@@ -378,7 +378,7 @@ def diagnose(
     order = sorted(by_image, key=lambda i: max(words[p].step for p in by_image[i]))
     columns: dict[str, dict[str, list[tuple[int, float]]]] = {}
     chunks = [order[start : start + chunk_size] for start in range(0, len(order), chunk_size)]
-    for chunk in tqdm(chunks, desc="diagnosis", disable=not progress):
+    for chunk in progress_bar(chunks, desc="diagnosis", progress=progress):
         rows, steps, targets = [], [], []
         for row, image_id in enumerate(chunk):
             for position in by_image[image_id]:

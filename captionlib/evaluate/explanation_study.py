@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate import ablation, localization
@@ -54,6 +53,7 @@ from captionlib.models.base import Captioner
 from captionlib.models.decoding import beam_search, greedy
 from captionlib.models.encoder import to_grid
 from captionlib.models.multihead import MultiHeadCaptioner
+from captionlib.progress import progress_bar
 
 STUDY_VERSION = 1
 WORD_METHODS = ("lrp", "attnlrp", "gradient", "gradient_x_input")
@@ -513,7 +513,7 @@ def run_study(
     parameter = next(model.parameters())
     methods = study_methods(model)
     parts = []
-    bar = tqdm(total=images.shape[0], desc="explanation study", disable=not progress)
+    bar = progress_bar(total=images.shape[0], desc="explanation study", progress=progress)
     for start in range(0, images.shape[0], config.chunk_size):
         indices = list(range(start, min(start + config.chunk_size, images.shape[0])))
         chunk = images[indices]

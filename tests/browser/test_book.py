@@ -68,7 +68,8 @@ def test_no_error_output_and_no_text_tables(page: Path) -> None:
         assert marker not in text, f"{marker!r} in an output"
     printed = "\n".join(pre.get_text() for output in outputs for pre in output.find_all("pre"))
     assert not TEXT_TABLE.search(printed), "a table printed as text: use captionlib.viz.tables"
-    assert "widget-view+json" not in page.read_text(encoding="utf-8")
+    widgets = page.read_text(encoding="utf-8").count("widget-view+json")
+    assert widgets == 0, f"{widgets} stored widget outputs (a progress bar?) on the page"
 
 
 def test_results_tables_are_html_tables(book: Path) -> None:
