@@ -89,6 +89,11 @@ def remove_stale_builds(root: Path) -> list[Path]:
     return removed
 
 
+def is_complete(path: Path) -> bool:
+    """Whether the artifact folder `path` has been published (its config file is there)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
 def cached(
     kind: str,
     config: Mapping[str, Any],
@@ -102,12 +107,12 @@ def cached(
     process builds, others asking for the same artifact wait and then load it.
     """
     target = artifact_path(kind, config, root)
-    if (target / CONFIG_FILE).is_file():
+    if is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(target.parent)
     with _locked(target.parent / f"{target.name}.lock"):
-        if (target / CONFIG_FILE).is_file():  # built by the process we waited for
+        if is_complete(target):  # built by the process we waited for
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary shared files

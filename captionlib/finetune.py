@@ -336,8 +336,8 @@ def image_caption_batches(
     shuffles the images and draws `captions_per_image` of each image's captions with a
     generator seeded by (seed, e) only, so every method sees the same batches.
     """
-    if len(captions) != images.shape[0]:
-        raise ValueError(f"got captions for {len(captions)} images, images has {images.shape[0]}")
+    if len(captions) != len(images):
+        raise ValueError(f"got captions for {len(captions)} images, images has {len(images)}")
     if batch_size < 1 or captions_per_image < 1:
         raise ValueError("batch_size and captions_per_image must be >= 1")
     empty = [index for index, items in enumerate(captions) if not items]
@@ -346,7 +346,7 @@ def image_caption_batches(
 
     def batches(epoch: int) -> Iterator[dict[str, Tensor]]:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(images.shape[0], generator=generator)
+        order = torch.randperm(len(images), generator=generator)
         for indices in order.split(batch_size):
             chosen, rows = [], []
             for row, index in enumerate(indices.tolist()):

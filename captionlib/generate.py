@@ -13,25 +13,29 @@ import torch
 from torch import Tensor
 
 from captionlib.data.vocab import Vocabulary
+from captionlib.features import MemmapFeatures
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption, beam_search, greedy, remove_bad_endings
 
 
 def decode_features(
     model: Captioner,
-    features: Tensor,
+    features: Tensor | MemmapFeatures,
     vocab: Vocabulary,
     beam_size: int = 3,
     max_length: int = 16,
     batch_size: int = 100,
 ) -> list[DecodedCaption]:
-    """Decode every row of features (num_images, N, C); beam 1 is greedy decoding.
+    """Decode every row of features (num_images, N, C), a tensor or a feature store read
+    `batch_size` rows at a time, on the model's device; beam 1 is greedy decoding.
 
     Decoding runs with one PyTorch thread (see `captionlib.models.decoding`).
     """
     decoded: list[DecodedCaption] = []
+    device = next(model.parameters()).device
     with torch.no_grad():
-        for chunk in features.split(batch_size):
+        for start in range(0, len(features), batch_size):
+            chunk = features[start : start + batch_size].to(device)  # (batch, N, C)
             if beam_size == 1:
                 decoded += greedy(model, chunk, Vocabulary.START_ID, Vocabulary.END_ID, max_length)
             else:
@@ -49,7 +53,7 @@ def caption_text(caption: DecodedCaption, vocab: Vocabulary) -> str:
 
 def caption_features(
     model: Captioner,
-    features: Tensor,
+    features: Tensor | MemmapFeatures,
     image_ids: Sequence[int],
     vocab: Vocabulary,
     beam_size: int = 3,

@@ -1,9 +1,11 @@
-"""The book's standard data, encoder and captioners: build once, then load (chapters 1–4).
+"""The book's data, encoder and captioners, build once and then load (chapters 1–4, 9–11).
 
-Every function here is build-or-load through the artifact cache (`captionlib.artifacts`): the
-first call trains and stores the artifact under data/cache/, later calls (and later chapters)
-load it. The cache key is the full config, including the configs of everything upstream, so
-changing the data or the encoder retrains what depends on them and nothing else.
+A facade over `captionlib.steps` with the book's settings, which live in one place: the
+packaged configs shapeworld_adaptive.yaml (captioner A) and shapeworld_multihead.yaml
+(captioner B). The first call trains and stores an artifact under data/cache/, later calls
+(later chapters, `python -m captionlib train --config shapeworld_adaptive`) load it.
+Chapters 9–11's studies (explanation evaluation, hallucination diagnosis, fine-tuning
+results) are stored the same way, keyed by the captioners they measure.
 
 ::
 
@@ -23,23 +25,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
 
+from captionlib import steps
 from captionlib.artifacts import cached
-from captionlib.checkpoints import load_checkpoint, save_checkpoint
-from captionlib.data.coco import (
-    CaptionDataset,
-    CocoSplit,
-    caption_loader,
-    category_names,
-    load_coco_split,
-    load_image,
-    objects_in_image,
-    references,
-)
-from captionlib.data.shapeworld import ShapeWorldConfig, ensure_shapeworld, object_words
+from captionlib.data.coco import CocoSplit
+from captionlib.data.shapeworld import object_words
 from captionlib.data.vocab import Vocabulary
-from captionlib.evaluate.captions import score_captions
 from captionlib.evaluate.diagnosis import ObjectWord, diagnose, label_object_words, object_masks
 from captionlib.evaluate.explanation_study import StudyConfig, run_study
 from captionlib.evaluate.hallucination import (
@@ -51,89 +42,67 @@ from captionlib.evaluate.hallucination import (
 )
 from captionlib.evaluate.localization import image_objects
 from captionlib.evaluate.objects import ObjectMentionReport, absent_object_mentions
-from captionlib.finetune import (
-    FinetuneConfig,
-    FinetuneHistory,
-    finetune_captioner,
-    image_caption_batches,
-)
+from captionlib.finetune import FinetuneConfig
 from captionlib.generate import caption_features, caption_text, decode_features
-from captionlib.models.adaptive import AdaptiveAttentionCaptioner
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption
-from captionlib.models.encoder import MultiLabelHead, SmallVGG, to_grid
-from captionlib.models.multihead import MultiHeadCaptioner
-from captionlib.progress import progress_bar
-from captionlib.train import (
-    CaptionTrainConfig,
-    EncoderTrainConfig,
-    TrainHistory,
-    pretrain_encoder,
-    train_captioner,
-)
+from captionlib.models.encoder import SmallVGG, to_grid
+from captionlib.runconfig import RunConfig, load_run_config
+from captionlib.steps import FinetunedCaptioner, PretrainedEncoder, TrainedCaptioner, normalize
+from captionlib.steps import classify as classify
+from captionlib.steps import multilabel_targets as multilabel_targets
 from captionlib.utils import seed_everything
 
 SPLIT_NAMES = ("train", "val", "test", "shifted")
-RECIPE_VERSION = 2  # bump when training code changes in a way the configs below do not show
-IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for real COCO with VGG16
-IMAGE_STD = (0.229, 0.224, 0.225)
-MIN_WORD_COUNT = 3
-MAX_CAPTION_LENGTH = 20
-CAPTIONERS: dict[str, type[Captioner]] = {
-    "adaptive": AdaptiveAttentionCaptioner,
-    "multihead": MultiHeadCaptioner,
+CAPTIONER_KINDS = ("adaptive", "multihead")
+
+
+@cache
+def book_config(kind: str = "adaptive") -> RunConfig:
+    """The book's run config of captioner `kind` (the packaged shapeworld_<kind>.yaml)."""
+    if kind not in CAPTIONER_KINDS:
+        raise ValueError(f"captioner kind must be one of {list(CAPTIONER_KINDS)}, got {kind!r}")
+    return load_run_config(f"shapeworld_{kind}")
+
+
+def _seeded(kind: str, seed: int) -> RunConfig:
+    """The book's config of `kind` with captioner training seed `seed`."""
+    config = book_config(kind)
+    return replace(config, training=replace(config.training, seed=seed))
+
+
+_BOOK = book_config("adaptive")
+MIN_WORD_COUNT = _BOOK.data.word_threshold()
+MAX_CAPTION_LENGTH = _BOOK.data.max_caption_length
+ENCODER: dict[str, Any] = {
+    "channels": list(_BOOK.encoder.channels),
+    "convs_per_block": _BOOK.encoder.convs_per_block,
+    "in_size": _BOOK.encoder.image_size,
 }
+ENCODER_TRAINING = _BOOK.encoder_pretraining
+CAPTION_TRAINING = _BOOK.training
 CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
-    "adaptive": {"embed_dim": 128, "hidden_dim": 128, "attention_dim": 96, "dropout": 0.5},
-    "multihead": {"embed_dim": 128, "hidden_dim": 128, "heads": 8, "head_dim": 16, "dropout": 0.3},
+    kind: dict(book_config(kind).captioner.sizes) for kind in CAPTIONER_KINDS
 }
-ENCODER = {"channels": [16, 32, 64], "convs_per_block": 1, "in_size": 112}
-ENCODER_TRAINING = EncoderTrainConfig(epochs=5, batch_size=32, lr=2e-3)
-CAPTION_TRAINING = CaptionTrainConfig(epochs=5, batch_size=64, val_beam_size=1, max_length=16)
+FINETUNING: FinetuneConfig = _BOOK.finetune
 
 
 # --- data ---------------------------------------------------------------------------------------
 
 
-def shapeworld_config() -> ShapeWorldConfig:
-    """The book's ShapeWorld configuration (chapter 1)."""
-    return ShapeWorldConfig()
-
-
-def _data_key() -> dict[str, Any]:
-    return {"shapeworld": asdict(shapeworld_config()), "recipe_version": RECIPE_VERSION}
-
-
-@cache
 def shapeworld_splits() -> dict[str, CocoSplit]:
     """The four ShapeWorld splits (train, val, test, shifted), generated on first use."""
-    folder = ensure_shapeworld(shapeworld_config())
-    return {
-        name: load_coco_split(
-            folder / f"captions_{name}.json",
-            folder / "images",
-            folder / f"instances_{name}.json",
-        )
-        for name in SPLIT_NAMES
-    }
+    return steps.load_data(_BOOK).splits
 
 
-@cache
 def vocabulary() -> Vocabulary:
     """The vocabulary of the training captions (words seen at least MIN_WORD_COUNT times)."""
-    train = shapeworld_splits()["train"]
-    return Vocabulary.build(
-        (caption for captions in train.captions for caption in captions), MIN_WORD_COUNT
-    )
+    return steps.load_data(_BOOK).vocabulary
 
 
-def load_images(split: CocoSplit, progress: bool = False) -> torch.Tensor:
+def load_images(split: CocoSplit) -> torch.Tensor:
     """All images of a split as uint8 (num_images, 3, H, W), in image-index order."""
-    arrays = [
-        np.asarray(load_image(path))
-        for path in progress_bar(split.file_paths, desc="images", progress=progress)
-    ]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return steps.load_images(split)
 
 
 @cache
@@ -145,114 +114,18 @@ def split_images(split_name: str) -> torch.Tensor:
     return load_images(shapeworld_splits()[split_name])
 
 
-def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) → float (B, 3, H, W) normalised with IMAGE_MEAN / IMAGE_STD."""
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255.0 - mean) / std
-
-
-def multilabel_targets(split: CocoSplit) -> torch.Tensor:
-    """(num_images, num_categories) 0/1 targets: which categories each image contains."""
-    names = category_names(split)
-    targets = torch.zeros(len(split), len(names))
-    for index, image_id in enumerate(split.image_ids):
-        for name in objects_in_image(split, image_id):
-            targets[index, names.index(name)] = 1.0
-    return targets
-
-
 # --- encoder ------------------------------------------------------------------------------------
 
 
-@dataclass
-class PretrainedEncoder:
-    """The frozen encoder, its pretraining head and its training history (chapter 2)."""
-
-    encoder: SmallVGG
-    head: MultiLabelHead
-    history: TrainHistory
-    folder: Path
-
-
-def _encoder_key() -> dict[str, Any]:
-    return {**_data_key(), "encoder": ENCODER, "training": asdict(ENCODER_TRAINING)}
-
-
-def _mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    present = targets.sum(0) > 0
-    return float(
-        average_precision_score(
-            targets[:, present].numpy(), scores[:, present].numpy(), average="macro"
-        )
-    )
-
-
-@torch.no_grad()
-def classify(encoder: SmallVGG, head: MultiLabelHead, images_uint8: torch.Tensor) -> torch.Tensor:
-    """Multi-label logits (num_images, num_categories) for uint8 images, in batches of 128."""
-    encoder.eval()
-    head.eval()
-    return torch.cat([head(encoder(normalize(chunk))) for chunk in images_uint8.split(128)], dim=0)
-
-
 def pretrained_encoder(progress: bool = True) -> PretrainedEncoder:
-    """Build-or-load the encoder pretrained on multi-label object classification."""
-    key = _encoder_key()
-
-    def build(folder: Path) -> None:
-        seed_everything(ENCODER_TRAINING.seed)
-        splits = shapeworld_splits()
-        train_images, val_images = load_images(splits["train"]), load_images(splits["val"])
-        train_targets, val_targets = (
-            multilabel_targets(splits["train"]),
-            multilabel_targets(splits["val"]),
-        )
-        encoder = SmallVGG(**ENCODER)
-        head = MultiLabelHead(encoder.out_channels, train_targets.shape[1])
-
-        def batches(epoch: int):
-            order = torch.randperm(
-                len(train_images), generator=torch.Generator().manual_seed(epoch)
-            )
-            for indices in order.split(ENCODER_TRAINING.batch_size):
-                images = train_images[indices]
-                if torch.rand((), generator=torch.Generator().manual_seed(int(indices[0]))) < 0.5:
-                    images = images.flip(-1)  # horizontal flips: scenes are left-right symmetric
-                yield normalize(images), train_targets[indices]
-
-        def evaluate(encoder_: SmallVGG, head_: MultiLabelHead) -> float:
-            return _mean_average_precision(classify(encoder_, head_, val_images), val_targets)
-
-        history = pretrain_encoder(
-            encoder, head, batches, evaluate, ENCODER_TRAINING, progress=progress
-        )
-        save_checkpoint(folder / "encoder.pt", encoder.state_dict(), encoder.config())
-        save_checkpoint(folder / "head.pt", head.state_dict(), {"classes": head_classes(head)})
-        (folder / "history.json").write_text(json.dumps(history.as_dict()))
-
-    folder = cached("encoder", key, build)
-    encoder = SmallVGG(**ENCODER)
-    encoder.load_state_dict(load_checkpoint(folder / "encoder.pt", encoder.config())["state_dict"])
-    head_payload = load_checkpoint(folder / "head.pt")
-    head = MultiLabelHead(encoder.out_channels, head_payload["config"]["classes"])
-    head.load_state_dict(head_payload["state_dict"])
-    encoder.eval()
-    head.eval()
-    for parameter in [*encoder.parameters(), *head.parameters()]:
-        parameter.requires_grad_(False)
-    history = TrainHistory(**json.loads((folder / "history.json").read_text()))
-    return PretrainedEncoder(encoder, head, history, folder)
-
-
-def head_classes(head: MultiLabelHead) -> int:
-    """Number of classes of a multi-label head."""
-    return int(head.classifier.out_features)
+    """Build-or-load the encoder pretrained on multi-label object classification (chapter 2)."""
+    return steps.encoder(_BOOK, progress=progress)
 
 
 @torch.no_grad()
 def extract_features(encoder: SmallVGG, images_uint8: torch.Tensor) -> torch.Tensor:
-    """Encoder grid features (num_images, N, C) for uint8 images, in batches of 128."""
+    """Encoder grid features (num_images, N, C) of uint8 images in memory, in batches of 128
+    (the stored features of `encoder_features` are the same numbers in float16)."""
     encoder.eval()
     return torch.cat([to_grid(encoder(normalize(chunk))) for chunk in images_uint8.split(128)])
 
@@ -261,106 +134,25 @@ def encoder_features(split_name: str, progress: bool = True) -> torch.Tensor:
     """Build-or-load the frozen encoder's features of a split, (num_images, N, C) float32."""
     if split_name not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split_name!r}")
-    key = {**_encoder_key(), "features": "grid-float16"}
-
-    def build(folder: Path) -> None:
-        encoder = pretrained_encoder(progress=progress).encoder
-        for name, split in shapeworld_splits().items():
-            features = extract_features(encoder, load_images(split, progress=progress))
-            torch.save(features.half(), folder / f"features_{name}.pt")
-
-    folder = cached("features", key, build)
-    return torch.load(folder / f"features_{split_name}.pt", weights_only=True).float()
+    return steps.split_features(_BOOK, split_name, progress=progress).to_tensor()
 
 
 # --- captioners ---------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainedCaptioner:
-    """A trained captioner with its vocabulary and training history (chapters 3–4)."""
-
-    model: Captioner
-    vocabulary: Vocabulary
-    history: TrainHistory
-    kind: str
-    folder: Path
-
-
 def captioner_key(kind: str, seed: int = 0) -> dict[str, Any]:
     """The artifact key of the book's captioner `kind` trained with `seed`."""
-    if kind not in CAPTIONERS:
-        raise ValueError(f"captioner kind must be one of {sorted(CAPTIONERS)}, got {kind!r}")
-    training = asdict(CAPTION_TRAINING) | {"seed": seed}
-    return {
-        **_encoder_key(),
-        "vocabulary": {"min_count": MIN_WORD_COUNT, "max_length": MAX_CAPTION_LENGTH},
-        "captioner": kind,
-        "sizes": CAPTIONER_SIZES[kind],
-        "caption_training": training,
-    }
+    return steps.captioner_key(_seeded(kind, seed))
 
 
 def new_captioner(kind: str, vocab_size: int, feature_dim: int) -> Captioner:
     """A freshly initialised captioner of the book's size."""
-    return CAPTIONERS[kind](vocab_size=vocab_size, feature_dim=feature_dim, **CAPTIONER_SIZES[kind])
+    return steps.new_captioner(book_config(kind), vocab_size, feature_dim)
 
 
 def trained_captioner(kind: str, seed: int = 0, progress: bool = True) -> TrainedCaptioner:
     """Build-or-load the book's captioner `kind` ("adaptive" or "multihead")."""
-    key = captioner_key(kind, seed)
-    vocab = vocabulary()
-    config = CaptionTrainConfig(
-        **(key["caption_training"] | {"betas": tuple(CAPTION_TRAINING.betas)})
-    )
-
-    def build(folder: Path) -> None:
-        seed_everything(seed)
-        splits = shapeworld_splits()
-        train_features = encoder_features("train", progress=progress)
-        val_features = encoder_features("val", progress=progress)
-        dataset = CaptionDataset(
-            splits["train"], vocab, features=train_features, max_length=MAX_CAPTION_LENGTH
-        )
-        model = new_captioner(kind, len(vocab), train_features.shape[-1])
-        val_references = {
-            image_id: captions
-            for image_id, captions in zip(
-                splits["val"].image_ids, splits["val"].captions, strict=True
-            )
-        }
-
-        def batches(epoch: int):
-            return caption_loader(
-                dataset, config.batch_size, shuffle=True, seed=seed * 1000 + epoch
-            )
-
-        def validate(model_: Captioner) -> float:
-            predictions = caption_features(
-                model_,
-                val_features,
-                splits["val"].image_ids,
-                vocab,
-                beam_size=config.val_beam_size,
-                max_length=config.max_length,
-            )
-            return score_captions(
-                predictions, val_references, metrics=("CIDEr",), tokenizer="simple"
-            )["CIDEr"]
-
-        history = train_captioner(
-            model, batches, validate, config, checkpoint_path=None, progress=progress
-        )
-        save_checkpoint(folder / "captioner.pt", model.state_dict(), model.config(), vocab.words)
-        (folder / "history.json").write_text(json.dumps(history.as_dict()))
-
-    folder = cached(f"captioner-{kind}", key, build)
-    model = new_captioner(kind, len(vocab), ENCODER["channels"][-1])
-    payload = load_checkpoint(folder / "captioner.pt", model.config(), vocab.words)
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    history = TrainHistory(**json.loads((folder / "history.json").read_text()))
-    return TrainedCaptioner(model, vocab, history, kind, folder)
+    return steps.captioner(_seeded(kind, seed), progress=progress)
 
 
 class CaptionerEvaluation(NamedTuple):
@@ -395,12 +187,12 @@ def decode_split(
 def evaluate_captioner(
     trained: TrainedCaptioner, split_name: str, beam_size: int = 3
 ) -> CaptionerEvaluation:
-    """Caption a ShapeWorld split (beam search, bad endings removed) and score it: BLEU,
-    METEOR (when Java is present), ROUGE-L, CIDEr-D and the share of captions naming an
-    absent object."""
+    """Caption a ShapeWorld split (beam search, bad endings removed) and score it as
+    `python -m captionlib evaluate` does (`steps.score_split`: BLEU, METEOR when Java is
+    present, ROUGE-L, CIDEr-D), plus the share of captions naming an absent object."""
     split = shapeworld_splits()[split_name]
     decoded, captions = decode_split(trained, split_name, beam_size)
-    scores = score_captions(captions, references(split), metrics="default", tokenizer="auto")
+    scores = steps.score_split(_BOOK, captions, split_name)
     report = absent_object_mentions(captions, split, object_words)
     scores["names absent object"] = report.absent_caption_share
     return CaptionerEvaluation(decoded, captions, scores, report)
@@ -515,53 +307,19 @@ def hallucination_diagnosis(
 
 # --- chapter 11: LRP-inference fine-tuning ------------------------------------------------------
 
-FINETUNING = FinetuneConfig(
-    epochs=1, batch_size=32, captions_per_image=1, lr=1e-4, encoder_lr=2e-5
-)  # one pass over the 3000 training images; decoder lr 5× below captioner training's 5e-4,
-# encoder lr 100× below its pretraining's 2e-3
 FINETUNE_SEEDS = (0, 1, 2)
 FINETUNE_STAGES = ("before", "control", "lrp")
 FINETUNE_SPLITS = ("test", "shifted")
-FINETUNE_VERSION = 1  # bump when the fine-tuning code changes in a way the config does not show
-
-
-@dataclass
-class FinetunedCaptioner:
-    """A captioner and its encoder after LRP-IFT or the control (chapter 11)."""
-
-    model: Captioner
-    encoder: SmallVGG
-    vocabulary: Vocabulary
-    history: FinetuneHistory
-    kind: str
-    method: str
-    seed: int
-    folder: Path
 
 
 def finetune_config(method: str, seed: int) -> FinetuneConfig:
     """The book's fine-tuning settings (`FINETUNING`) with `method` and `seed`."""
-    return replace(FINETUNING, method=method, seed=seed)
+    return steps.finetune_settings(_BOOK, method, seed)
 
 
 def finetune_key(kind: str, method: str, seed: int) -> dict[str, Any]:
     """Artifact key: the seed-0 cross-entropy captioner's key plus the fine-tuning config."""
-    return {
-        **captioner_key(kind),
-        "finetune": finetune_config(method, seed).as_dict(),
-        "finetune_version": FINETUNE_VERSION,
-    }
-
-
-@cache
-def _finetune_data() -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-    """Training images (uint8) and each image's encoded captions, loaded once per process."""
-    train, vocab = shapeworld_splits()["train"], vocabulary()
-    captions = [
-        [torch.tensor(vocab.encode(text, MAX_CAPTION_LENGTH), dtype=torch.long) for text in texts]
-        for texts in train.captions
-    ]
-    return split_images("train"), captions
+    return steps.finetune_key(book_config(kind), finetune_config(method, seed))
 
 
 def finetuned_captioner(
@@ -572,36 +330,7 @@ def finetuned_captioner(
     Every run starts from the same seed-0 cross-entropy checkpoint and the pretrained
     encoder; `seed` sets the data order, the caption drawn per image and dropout.
     """
-    config = finetune_config(method, seed)
-    key = finetune_key(kind, method, seed)
-    vocab = vocabulary()
-
-    def build(folder: Path) -> None:
-        seed_everything(seed)
-        model = trained_captioner(kind, progress=progress).model
-        encoder = pretrained_encoder(progress=progress).encoder
-        images, captions = _finetune_data()
-        batches = image_caption_batches(
-            images, captions, config.batch_size, config.captions_per_image, seed, normalize
-        )
-        history = finetune_captioner(
-            model, encoder, batches, config, progress=progress, vocabulary=vocab
-        )
-        save_checkpoint(folder / "captioner.pt", model.state_dict(), model.config(), vocab.words)
-        save_checkpoint(folder / "encoder.pt", encoder.state_dict(), encoder.config())
-        (folder / "history.json").write_text(json.dumps(history.as_dict()))
-
-    folder = cached(f"finetuned-{kind}", key, build)
-    model = new_captioner(kind, len(vocab), ENCODER["channels"][-1])
-    model.load_state_dict(
-        load_checkpoint(folder / "captioner.pt", model.config(), vocab.words)["state_dict"]
-    )
-    encoder = SmallVGG(**ENCODER)
-    encoder.load_state_dict(load_checkpoint(folder / "encoder.pt", encoder.config())["state_dict"])
-    model.eval()
-    encoder.eval()
-    history = FinetuneHistory(**json.loads((folder / "history.json").read_text()))
-    return FinetunedCaptioner(model, encoder, vocab, history, kind, method, seed, folder)
+    return steps.finetuned(book_config(kind), method, seed, progress)
 
 
 def caption_split(
@@ -618,8 +347,8 @@ def caption_split(
 def finetune_scores(captions: dict[int, str], split_name: str) -> dict[str, float]:
     """BLEU-4, CIDEr-D (simple tokenizer) and the hallucination scores of a split's captions."""
     split = shapeworld_splits()[split_name]
-    metrics = score_captions(
-        captions, references(split), metrics=("BLEU", "CIDEr"), tokenizer="simple"
+    metrics = steps.score_split(
+        _BOOK, captions, split_name, metrics=("BLEU", "CIDEr"), tokenizer="simple"
     )
     return {
         "BLEU-4": metrics["BLEU-4"],
@@ -648,9 +377,9 @@ def finetuning_results(progress: bool = True) -> FinetuningResults:
     """Build-or-load before / control / LRP-IFT scores of both captioners on the test and
     shifted splits, for every seed in FINETUNE_SEEDS (beam 3; chapter 11)."""
     key = {
-        "captioners": {kind: captioner_key(kind) for kind in CAPTIONERS},
+        "captioners": {kind: captioner_key(kind) for kind in CAPTIONER_KINDS},
         "finetune": FINETUNING.as_dict(),
-        "finetune_version": FINETUNE_VERSION,
+        "finetune_version": steps.STEP_VERSIONS["finetuned"],
         "seeds": list(FINETUNE_SEEDS),
         "splits": list(FINETUNE_SPLITS),
         "beam_size": 3,
@@ -661,7 +390,7 @@ def finetuning_results(progress: bool = True) -> FinetuningResults:
         captions: dict[str, Any] = {}
         seconds: dict[str, Any] = {}
         encoder = pretrained_encoder(progress=progress).encoder
-        for kind in CAPTIONERS:
+        for kind in CAPTIONER_KINDS:
             runs = {"before": [(trained_captioner(kind, progress=progress).model, encoder)]}
             seconds[kind] = {}
             for method in FINETUNE_STAGES[1:]:

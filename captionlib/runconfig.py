@@ -11,7 +11,7 @@ not known, or a value of the wrong type, raises ValueError naming it (e.g.
 ::
 
     name, output (a folder; relative paths are under captionlib.data_dir()), device
-    (auto | cpu | cuda | cuda:N), seed
+    (auto | cpu | cuda | cuda:N); seeds are per step (training.seed, finetune.seed, ...)
     data:       dataset (shapeworld | coco2014 | coco2017 | flickr30k), root (source folder
                 of a real data set), shapeworld (ShapeWorldConfig fields), min_word_count,
                 max_caption_length, num_workers
@@ -42,7 +42,7 @@ from captionlib.finetune import FinetuneConfig
 from captionlib.train import CaptionTrainConfig, EncoderTrainConfig
 from captionlib.utils import data_dir
 
-_REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"  # package data
 ENCODERS = ("small_vgg", "vgg16")
 CAPTIONER_KINDS = ("adaptive", "multihead")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -121,7 +121,6 @@ class RunConfig:
     name: str
     output: str = ""
     device: str = "auto"
-    seed: int = 0
     data: DataSection = field(default_factory=DataSection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
     captioner: CaptionerSection = field(default_factory=CaptionerSection)
@@ -266,7 +265,7 @@ def parse_run_config(payload: Any, source: str = "config") -> RunConfig:
             "'..' (relative to the data folder) or an absolute path"
         )
     values: dict[str, Any] = {}
-    for key in ("name", "output", "device", "seed"):
+    for key in ("name", "output", "device"):
         if key in payload:
             hint = typing.get_type_hints(RunConfig)[key]
             values[key] = _convert(payload[key], hint, f"{source}: {key}")
@@ -304,11 +303,12 @@ def _set(payload: dict[str, Any], assignment: str) -> None:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """`path`, or the repository's configs/<path>.yaml for a bare name like "coco_adaptive"."""
+    """`path`, or the packaged configs/<path>.yaml for a bare name like "coco_adaptive"
+    (the configs ship inside captionlib, so a pip-installed copy finds them too)."""
     path = Path(path)
     if path.is_file():
         return path
-    named = _REPO_CONFIGS / f"{path.stem}.yaml"
+    named = PACKAGED_CONFIGS / f"{path.stem}.yaml"
     if path.parent == Path(".") and named.is_file():
         return named
     raise FileNotFoundError(f"config file not found: {path}")

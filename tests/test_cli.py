@@ -11,7 +11,6 @@ import torch
 from test_prepare import make_coco2014
 
 from captionlib.cli import main
-from captionlib.pipeline import check_run_folder
 from captionlib.runconfig import load_run_config, parse_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +31,20 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def _artifacts(root: Path, kind: str) -> list[Path]:
+    return sorted(p for p in (root / "cache").glob(f"{kind}-*") if p.is_dir())
+
+
+def _features_header(root: Path, split: str) -> dict:
+    """The header of the one stored feature artifact of `split`."""
+    [folder] = [
+        p
+        for p in _artifacts(root, "features")
+        if json.loads((p / "config.json").read_text())["split"] == split
+    ]
+    return json.loads((folder / "features.json").read_text())
+
+
 def test_train_evaluate_explain_finetune(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -41,18 +54,23 @@ def test_train_evaluate_explain_finetune(
     trained = _run(capsys, "train", "--config", TINY, *FAST)
     assert trained["run"] == str(run) and trained["processes"] == 1
     assert len(trained["val_CIDEr"]) == 1 and trained["train_loss"][0] > 0
-    for name in ("captioner.pt", "encoder.pt", "vocabulary.json", "features/train.npy"):
-        assert (run / name).is_file(), name
-    header = json.loads((run / "features" / "train.json").read_text())
+    # the run folder is a view: links into the store, recorded in run.json
+    record = json.loads((run / "run.json").read_text())
+    for name in ("captioner", "encoder"):
+        assert (run / name).is_symlink() and (run / name).resolve() == Path(
+            record["artifacts"][name]
+        )
+    assert (run / "captioner" / "captioner.pt").is_file()
+    header = _features_header(tmp_path, "train")
     assert header["shape"] == [24, 196, 32] and header["dtype"] == "float16"
 
     evaluated = _run(capsys, "evaluate", "--config", TINY, *FAST)
     assert set(evaluated["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr"}
-    stored = json.loads((run / "evaluation_test.json").read_text())
+    stored = json.loads((run / "evaluation-trained-test" / "evaluation.json").read_text())
     assert len(stored["captions"]) == 6 and stored["scores"] == evaluated["scores"]
 
     explained = _run(capsys, "explain", "--config", TINY, *FAST, "--images", "2")
-    payload = torch.load(run / "explanations_test.pt", weights_only=True)
+    payload = torch.load(run / "explanations-trained-test" / "explanations.pt", weights_only=True)
     words = payload["mask"].sum().item()
     assert explained["words"] == words > 0
     assert payload["heatmap"].shape[:2] == payload["mask"].shape
@@ -60,19 +78,26 @@ def test_train_evaluate_explain_finetune(
     assert payload["heatmap"][payload["mask"]].abs().sum() > 0
     assert Path(explained["figure"]).is_file()
 
-    tuned = _run(capsys, "finetune", "--config", TINY, *FAST, "--set", "finetune.method=control")
+    control = [*FAST, "--set", "finetune.method=control"]
+    assert main(["evaluate", "--config", TINY, *control, "--stage", "finetuned"]) == 2
+    assert "run `python -m captionlib finetune` first" in capsys.readouterr().err
+    tuned = _run(capsys, "finetune", "--config", TINY, *control)
     assert tuned["method"] == "control" and len(tuned["seconds"]) == 1
-    before = torch.load(run / "captioner.pt", weights_only=True)["state_dict"]
+    before = torch.load(run / "captioner" / "captioner.pt", weights_only=True)["state_dict"]
     after = torch.load(run / "finetuned-control" / "captioner.pt", weights_only=True)
     assert not torch.equal(before["output.weight"], after["state_dict"]["output.weight"])
-    control = [*FAST, "--set", "finetune.method=control"]
     again = _run(capsys, "evaluate", "--config", TINY, *control, "--stage", "finetuned")
-    assert again["split"] == "test"
-    assert (run / "finetuned-control" / "features" / "test.npy").is_file()
+    assert again["split"] == "test" and (run / "evaluation-finetuned-control-test").is_symlink()
 
-    other = ["--set", "captioner.kind=multihead", "--set", "captioner.sizes={heads: 2}"]
-    assert main(["train", "--config", TINY, *FAST, *other]) == 2
-    assert "holds a run with other captioner settings" in capsys.readouterr().err
+    # a second fine-tuning with other settings: new artifact, the old evaluation link is gone
+    other = [*control, "--set", "finetune.lr=3e-4"]
+    _run(capsys, "finetune", "--config", TINY, *other)
+    assert len(_artifacts(tmp_path, "finetuned")) == 2
+    assert not (run / "evaluation-finetuned-control-test").exists()
+    assert (
+        "evaluation-finetuned-control-test"
+        not in json.loads((run / "run.json").read_text())["artifacts"]
+    )
 
 
 def test_config_errors_name_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,7 +172,8 @@ def test_prepare_command_on_a_coco_folder(
     config = str(REPO / "configs" / "coco_adaptive.yaml")
     out = _run(capsys, "prepare", "--config", config, "--set", f"data.root={root}", "--no-progress")
     prepared = Path(out["prepared"])
-    assert prepared == tmp_path / "data" / "runs" / "coco_adaptive" / "prepared"
+    assert prepared.parent in _artifacts(tmp_path / "data", "prepared")
+    assert (tmp_path / "data" / "runs" / "coco_adaptive" / "data").resolve() == prepared
     assert json.loads((prepared / "prepared.json").read_text())["splits"]["train"]["images"] == 3
     missing = str(tmp_path / "empty")
     elsewhere = ["--set", f"data.root={missing}", "--set", "output=other"]
@@ -179,21 +205,10 @@ def test_train_and_evaluate_on_a_prepared_coco_folder(
     trained = _run(capsys, "train", "--config", "coco_adaptive", *small)
     run = tmp_path / "data" / "runs" / "coco_adaptive"
     assert trained["run"] == str(run) and len(trained["train_loss"]) == 1
-    header = json.loads((run / "features" / "train.json").read_text())
+    header = _features_header(tmp_path / "data", "train")
     assert header["image_ids"] == [1, 2, 3] and header["shape"] == [3, 16, 64]  # 4×4 grid
     evaluated = _run(capsys, "evaluate", "--config", "coco_adaptive", *small)
     assert set(evaluated["scores"]) == {"CIDEr"} and set(evaluated["examples"]) == {"12", "13"}
-
-
-def test_a_corrupt_run_record_is_named(tmp_path: Path) -> None:
-    config = load_run_config(TINY, [f"output={tmp_path / 'run'}"])
-    check_run_folder(config)
-    record = tmp_path / "run" / "run_config.json"
-    assert json.loads(record.read_text())  # written whole on the first call
-    check_run_folder(config)  # same settings: accepted
-    record.write_text('{"data": ')  # as an interrupted plain write would leave it
-    with pytest.raises(ValueError, match=r"run_config\.json is not valid JSON"):
-        check_run_folder(config)
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "with space"])
