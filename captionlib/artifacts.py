@@ -20,8 +20,10 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,14 @@ except ImportError:  # pragma: no cover - Windows: builds are not serialised
 from captionlib.utils import data_dir
 
 CONFIG_FILE = "config.json"
+BUILD_FILE = "build.json"  # when the build started, its wall-clock and CPU seconds
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished child processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
@@ -103,8 +113,10 @@ def cached(
     """Return the artifact folder for (kind, config), calling `build(tmp_folder)` if absent.
 
     `build` writes its files into the folder it is given. The folder is renamed into place
-    only after `build` returns; if it raises, the temporary folder is removed. While one
-    process builds, others asking for the same artifact wait and then load it.
+    only after `build` returns, with `config.json` (the key) and `build.json` (when the
+    build started, its wall-clock and CPU seconds, nested builds included); if it raises,
+    the temporary folder is removed. While one process builds, others asking for the same
+    artifact wait and then load it.
     """
     target = artifact_path(kind, config, root)
     if is_complete(target):
@@ -117,7 +129,14 @@ def cached(
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary shared files
         try:
+            started, cpu = time.time(), _cpu_seconds()
             build(tmp)
+            timing = {
+                "started": started,
+                "seconds": time.time() - started,
+                "cpu_seconds": _cpu_seconds() - cpu,
+            }
+            (tmp / BUILD_FILE).write_text(json.dumps(timing))
             (tmp / CONFIG_FILE).write_text(json.dumps(dict(config), sort_keys=True, indent=2))
             if target.exists():  # a stale folder without its config file: never complete
                 shutil.rmtree(target)

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from captionlib.data.coco import caption_loader, collate_captions
-from captionlib.utils import select_device
+from captionlib.utils import die_with_parent, select_device
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -161,6 +161,7 @@ def distributed_loader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_captions,
+        worker_init_fn=die_with_parent,
     )
 
 

@@ -59,6 +59,12 @@ class DataSection:
     max_caption_length: int = 30
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.max_caption_length < 1:
+            raise ValueError(f"max_caption_length must be >= 1, got {self.max_caption_length}")
+
     def word_threshold(self) -> int:
         """min_word_count, or the data set's default (4 COCO, 3 Flickr30K and ShapeWorld)."""
         if self.min_word_count is not None:
@@ -79,6 +85,11 @@ class EncoderSection:
     feature_dtype: str = "float16"
     autocast: bool = False
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "batch_size", "convs_per_block"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from captionlib.models.encoder import MultiLabelHead, SmallVGG, vgg16_features
 from captionlib.models.multihead import MultiHeadCaptioner
 from captionlib.runconfig import RunConfig
 from captionlib.train import TrainHistory, pretrain_encoder, train_captioner
-from captionlib.utils import seed_everything, select_device
+from captionlib.utils import die_with_parent, seed_everything, select_device
 
 STEP_VERSIONS: dict[str, int] = {
     "prepared": 1,
@@ -399,6 +399,7 @@ def image_loader(config: RunConfig, split: CocoSplit, batch_size: int) -> DataLo
         batch_size=batch_size,
         num_workers=config.data.num_workers,
         collate_fn=collate_captions,
+        worker_init_fn=die_with_parent,
     )
 
 
@@ -427,7 +428,7 @@ def split_features(
             images.image_ids,
             device=context.device,
             dtype=config.encoder.feature_dtype,
-            meta={"split": split},
+            meta={"split": split, "encoder": encoder_key(config)["encoder"]},
             autocast=config.encoder.autocast,
             progress=progress and context.is_main,
         )

@@ -68,6 +68,18 @@ def caption_loss(logits: Tensor, caption_ids: Tensor, pad_id: int = 0) -> Tensor
     )
 
 
+def _rng_state() -> dict[str, Any]:
+    """PyTorch's CPU and CUDA generator states (dropout draws from them)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train_captioner(
     model: nn.Module,
     batches: Callable[[int], Iterable[Mapping[str, Tensor]]],
@@ -83,7 +95,9 @@ def train_captioner(
 
     batches(epoch) yields dicts with `features` (B, N, C) and `caption_ids` (B, T);
     validate(model) returns the selection score (validation CIDEr-D in the book).
-    With `checkpoint_path`, the state after each epoch is saved there and a run resumes from it.
+    With `checkpoint_path`, the state after each epoch (weights, optimizer, history and the
+    random generators' states) is saved there and a run resumes from it, computing what the
+    uninterrupted run would have computed.
 
     Distributed training (chapter 12): `training_module` runs the training forward instead of
     `model` (a DistributedDataParallel wrapper of `model`, already on `device`), and only the
@@ -107,6 +121,7 @@ def train_captioner(
         best_score = max(history.val_score) if history.val_score else float("-inf")
         start_epoch = len(history.train_loss)
         epochs_without_gain = int(extra.get("epochs_without_gain", 0))
+        _set_rng_state(extra["rng"])
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         runner = training_module if training_module is not None else model
@@ -152,6 +167,7 @@ def train_captioner(
                     "history": history.as_dict(),
                     "best_state": best_state,
                     "epochs_without_gain": epochs_without_gain,
+                    "rng": _rng_state(),
                 },
             )
     model.load_state_dict(best_state)

@@ -3,13 +3,14 @@ first one's artifact; a killed builder's temporary folder is removed by the next
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from captionlib.artifacts import artifact_path, cached, remove_stale_builds
+from captionlib.artifacts import BUILD_FILE, artifact_path, cached, remove_stale_builds
 
 BUILDER = textwrap.dedent(
     """
@@ -80,3 +81,18 @@ def test_stale_sweep_keeps_builds_in_progress(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert remove_stale_builds(tmp_path) == []  # its lock is held: not stale
     assert running.wait(60) == 0
+
+
+def test_each_artifact_records_its_build_time(tmp_path: Path) -> None:
+    def build(folder: Path) -> None:
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:  # 0.2 s of CPU work
+            pass
+        time.sleep(0.3)  # and 0.3 s of waiting
+        (folder / "value.txt").write_text("1")
+
+    before = time.time()
+    folder = cached("timed", {"n": 1}, build, root=tmp_path)
+    timing = json.loads((folder / BUILD_FILE).read_text())
+    assert before <= timing["started"] <= time.time()
+    assert timing["seconds"] >= 0.5 and 0.2 <= timing["cpu_seconds"] < timing["seconds"]

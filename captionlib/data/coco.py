@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from captionlib.data.vocab import Vocabulary
+from captionlib.utils import die_with_parent
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -377,6 +378,7 @@ def caption_loader(
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
+        worker_init_fn=die_with_parent,
         drop_last=drop_last,
         collate_fn=collate_captions,
     )
