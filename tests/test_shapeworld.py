@@ -26,6 +26,7 @@ from captionlib.data.shapeworld import (
     generate,
     object_words,
 )
+from captionlib.data.shapeworld import write as sw_write
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -206,7 +207,7 @@ def test_ensure_shapeworld_is_atomic_and_cached(
 ) -> None:
     monkeypatch.setenv("CAPTIONLIB_DATA", str(tmp_path))
     config = ShapeWorldConfig(n_train=6, n_val=2, n_test=2, n_shifted=2)
-    render = sw._render_one
+    render = sw_write._render_one  # generate() calls it from the write module
     calls = []
 
     def failing(task):  # fails on the first image of the test split
@@ -215,14 +216,14 @@ def test_ensure_shapeworld_is_atomic_and_cached(
             raise RuntimeError("interrupted")
         return render(task)
 
-    monkeypatch.setattr(sw, "_render_one", failing)
+    monkeypatch.setattr(sw_write, "_render_one", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
         ensure_shapeworld(config, progress=False)
     assert len(calls) == 9  # train and val were written before the failure
     # nothing half-written: only the builders' (empty) lock file stays
     assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]
 
-    monkeypatch.setattr(sw, "_render_one", render)
+    monkeypatch.setattr(sw_write, "_render_one", render)
     folder = ensure_shapeworld(config, progress=False)
     assert folder.parent == tmp_path and folder.name.startswith("shapeworld-")
     assert (folder / "instances_shifted.json").is_file()
