@@ -43,7 +43,7 @@ from captionlib.data.shapeworld.config import (
 from captionlib.data.shapeworld.grammar import _captions
 from captionlib.data.shapeworld.render import _draw_scene
 from captionlib.progress import progress_bar
-from captionlib.utils import data_dir
+from captionlib.utils import data_dir, die_with_parent
 
 
 def _tight_bbox(mask: np.ndarray) -> list[int]:
@@ -124,7 +124,7 @@ def generate(
         {"id": CATEGORY_IDS[name], "name": name, "supercategory": SUPERCATEGORIES[name]}
         for name in CATEGORIES
     ]
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=die_with_parent) if workers > 1 else None
     bar = progress_bar(total=total, desc="ShapeWorld", unit="img", progress=progress)
     try:
         first_id = 1
