@@ -31,6 +31,14 @@ def test_progress_true_shows_a_bar_unless_the_environment_disables_tqdm() -> Non
         assert result.stdout.split() == [disabled, "[0,", "1,", "2]"]
 
 
+def test_the_variable_is_read_at_call_time_and_holds_for_notebook_bars(monkeypatch) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(total=3, progress=True).disable is True
+    for value in ("0", "false", ""):
+        monkeypatch.setenv("TQDM_DISABLE", value)
+        assert progress_bar(total=3, progress=True).disable is False
+
+
 def test_progress_false_hides_the_bar(monkeypatch) -> None:
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert progress_bar(total=5, progress=False).disable is True
