@@ -17,7 +17,6 @@ from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate import ablation, localization
 from captionlib.evaluate.explanation_study import (
     StudyConfig,
-    gradient_word_relevance,
     image_drops,
     localization_summaries,
     localization_values,
@@ -27,7 +26,6 @@ from captionlib.evaluate.explanation_study import (
     word_drops,
 )
 from captionlib.explain.api import captions_to_ids, explain
-from captionlib.explain.gradients import explain_gradient_family
 from captionlib.models.adaptive import AdaptiveAttentionCaptioner
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import beam_search
@@ -217,19 +215,6 @@ def test_readers_summarise_the_stored_items(study: tuple[str, dict]) -> None:
         np.testing.assert_array_equal(gone, stored[present])
     with pytest.raises(ValueError, match="not one of the thresholds"):
         localization_values(result, "correctness@0.55")
-
-
-def test_gradient_word_relevance_equals_the_gradient_family() -> None:
-    model, encoder, images = _captioner("B"), _encoder(), _images()
-    caption_ids = _own_captions(model, encoder, images)
-    family = explain_gradient_family(
-        model, caption_ids, images=images, encoder=encoder, methods=("gradient", "gradient_x_input")
-    )
-    with torch.no_grad():
-        grid = to_grid(encoder.features(images))
-    words = gradient_word_relevance(model, grid, caption_ids)
-    for method in ("gradient", "gradient_x_input"):
-        torch.testing.assert_close(words[method], family[method].word_relevance, atol=1e-12, rtol=0)
 
 
 def test_bad_input() -> None:

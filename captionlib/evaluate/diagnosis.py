@@ -14,10 +14,10 @@ For every object word of the generated captions (book/method.md §7):
 
 `diagnose` does 1–2 for a whole split in chunks. Two things keep it cheap: every caption is
 cut after its last object word (the explanation of word t depends only on words ≤ t), and
-`selected_statistics` runs the decoder's backward for every step (cheap) but pushes only the
-object words' relevance or gradients through the CNN (the expensive part), using the
-explainers' own stages (`decoder_relevance`, `propagate`, `gradcam_maps`); the tests hold the
-numbers equal to `captionlib.explain.api.explain` on every step.
+`selected_statistics` explains the object words only (`captionlib.explain.api.explain_words`:
+the decoder's backward for every step, cheap, but only the object words' relevance or
+gradients through the CNN, the expensive part); the tests hold the numbers equal to
+`captionlib.explain.api.explain` on every step.
 """
 
 from __future__ import annotations
@@ -27,23 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as functional
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from captionlib.data.coco import CocoSplit
 from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate.hallucination import SynonymTable
-from captionlib.explain.api import explain
-from captionlib.explain.cnn import hooked_forward, propagate
-from captionlib.explain.gradients import gradcam_maps, guided_relus
-from captionlib.explain.lrp import (
-    Explanation,
-    decoder_relevance,
-    explained_logits,
-    explaining,
-    word_seeds,
-)
+from captionlib.explain.api import Explanation, WordExplanations, explain_words
+from captionlib.explain.selected import SELECTED_GRADIENT_METHODS
 from captionlib.explain.summaries import mass_inside, word_share
 from captionlib.models.base import Captioner
 from captionlib.models.encoder import to_grid
@@ -52,7 +43,6 @@ from captionlib.progress import progress_bar
 QUANTILES = {"q50": 0.5, "q90": 0.9, "q99": 0.99}
 MAP_STATISTICS = ("mean", "positive_mean", "max", *QUANTILES)
 MODEL_METHOD = "model"  # statistics read from the model itself, not from an explanation
-SELECTED_GRADIENT_METHODS = ("gradcam", "guided_gradcam", "gradient_x_input")
 
 
 @dataclass(frozen=True)
@@ -153,27 +143,32 @@ def model_statistics(model: Captioner, features: Tensor, caption_ids: Tensor) ->
     return stats
 
 
+def word_statistics(words: WordExplanations, objects: Tensor | None = None) -> dict[str, Tensor]:
+    """Statistics of one method's explanations of W selected words → name → (W,).
+
+    The pixel-map statistics of the heatmaps; "word_share" when the method has word
+    relevance; "context_share" with objects (W, H, W') (the union of each word's image's
+    masks).
+    """
+    stats = map_statistics(words.heatmaps)
+    if words.word_relevance is not None:
+        stats["word_share"] = word_share(
+            words.locations.unsqueeze(1), words.word_relevance.unsqueeze(1)
+        ).squeeze(1)  # (W,)
+    if objects is not None:
+        stats["context_share"] = context_share(words.heatmaps, objects)
+    return stats
+
+
 def explanation_statistics(
     explanation: Explanation, rows: Tensor, steps: Tensor, objects: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Statistics of the explanations of selected words, rows and steps (W,) → name → (W,).
+    """`word_statistics` of the words rows, steps (W,) of an explanation of every word.
 
-    Pixel-map statistics need `heatmap`; "word_share" needs `word_relevance`;
-    "context_share" needs objects (W, H, W') (the union of each word's image's masks).
+    It needs `heatmap`; "word_share" needs `word_relevance`; "context_share" needs objects
+    (W, H, W') (the union of each word's image's masks).
     """
-    if explanation.heatmap is None:
-        raise ValueError(f"explanation {explanation.method!r} has no heatmap (give images)")
-    maps = explanation.heatmap[rows, steps]  # (W, H, W')
-    stats = map_statistics(maps)
-    if explanation.word_relevance is not None:
-        shares = word_share(
-            explanation.locations[rows, steps].unsqueeze(1),
-            explanation.word_relevance[rows, steps].unsqueeze(1),
-        )  # (W, 1)
-        stats["word_share"] = shares.squeeze(1)
-    if objects is not None:
-        stats["context_share"] = context_share(maps, objects)
-    return stats
+    return word_statistics(WordExplanations.gathered(explanation, rows, steps), objects)
 
 
 # --- the whole split --------------------------------------------------------------------------
@@ -191,113 +186,6 @@ def object_masks(split: CocoSplit, image_id: int) -> Tensor:
     return mask
 
 
-def _scatter(values: Tensor, rows: Tensor, steps: Tensor, slots: Tensor, batch: int) -> Tensor:
-    """values (B, K, ...) at the selected (row, step) → (B, S, ...) at (row, slot), zeros
-    elsewhere: each image's selected words side by side, S = its most selected words."""
-    out = values.new_zeros(batch, int(slots.max()) + 1, *values.shape[2:])
-    out[rows, slots] = values[rows, steps]
-    return out
-
-
-def _heatmap_statistics(
-    heatmaps: Tensor,
-    locations: Tensor,
-    word_relevance: Tensor | None,
-    objects: Tensor | None,
-) -> dict[str, Tensor]:
-    """heatmaps (W, H, W'), locations (W, N), word_relevance (W, K) of the selected words."""
-    stats = map_statistics(heatmaps)
-    if word_relevance is not None:
-        stats["word_share"] = word_share(
-            locations.unsqueeze(1), word_relevance.unsqueeze(1)
-        ).squeeze(1)
-    if objects is not None:
-        stats["context_share"] = context_share(heatmaps, objects)
-    return stats
-
-
-def _lrp_selected(
-    model: Captioner,
-    cnn: nn.Module,
-    images: Tensor,
-    ids: Tensor,
-    selection: tuple[Tensor, Tensor, Tensor],
-    attention: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """LRP (`explain_lrp` defaults) of the selected words only: stage 1 for every step (one
-    decoder backward), stage 2 (the CNN) only for the selected steps. Returns heatmaps
-    (W, H, W'), locations (W, N) and word relevance (W, K)."""
-    rows, steps, slots = selection
-    with explaining(model, cnn), hooked_forward(cnn, images) as (pixels, feature_map):
-        decoder = decoder_relevance(model, to_grid(feature_map), ids, attention=attention)
-        batch = decoder.features.shape[0]
-        grid_maps = decoder.features.transpose(2, 3).unflatten(3, feature_map.shape[2:])
-        chosen = _scatter(grid_maps, rows, steps, slots, batch)  # (B, S, C, h, w)
-        relevance = propagate(pixels, feature_map, chosen)  # (B, S, 3, H, W)
-    heatmaps = relevance[rows, slots].sum(1)  # (W, H, W')
-    return heatmaps, decoder.features.sum(3)[rows, steps], decoder.words[rows, steps]
-
-
-def _gradients_selected(
-    model: Captioner,
-    cnn: nn.Module,
-    images: Tensor,
-    ids: Tensor,
-    selection: tuple[Tensor, Tensor, Tensor],
-    methods: Sequence[str],
-) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """Grad-CAM, guided Grad-CAM and gradient × input (`explain_gradients` defaults: true
-    gradients, nearest upsampling) of the selected words only: ∂y/∂F and ∂y/∂E(w) for
-    every step (one decoder backward), the CNN's (guided) backward only for the selected
-    steps. Returns method → (heatmaps (W, H, W'), locations (W, N), word relevance (W, K))."""
-    rows, steps, slots = selection
-    image_size = (images.shape[2], images.shape[3])
-    with explaining(model, cnn), torch.enable_grad():
-        pixels = images.detach().requires_grad_()
-        embeddings = model.embedding(ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
-        feature_map = cnn(pixels)  # (B, C, h, w)
-        logits = model(to_grid(feature_map), ids, embeddings=embeddings).logits
-        explained = explained_logits(logits, ids)  # (B, K)
-        grad_map, grad_words = torch.autograd.grad(
-            explained,
-            (feature_map, embeddings),
-            word_seeds(explained),
-            is_grads_batched=True,
-            retain_graph=True,
-        )  # (K, B, C, h, w), (K, B, K, E)
-        grad_map, grad_words = grad_map.transpose(0, 1), grad_words.transpose(0, 1)
-        chosen = _scatter(grad_map, rows, steps, slots, images.shape[0]).transpose(0, 1)
-        pixel_grads = {}
-        if "gradient_x_input" in methods:
-            (plain,) = torch.autograd.grad(feature_map, pixels, chosen, is_grads_batched=True)
-            pixel_grads["plain"] = plain.transpose(0, 1)[rows, slots]  # (W, 3, H, W')
-        if "guided_gradcam" in methods:
-            with guided_relus(cnn):
-                guided_map = cnn(pixels)
-            (guided,) = torch.autograd.grad(guided_map, pixels, chosen, is_grads_batched=True)
-            pixel_grads["guided"] = guided.transpose(0, 1)[rows, slots]
-    selected_map = grad_map[rows, steps]  # (W, C, h, w)
-    own_map = feature_map.detach()[rows]  # (W, C, h, w)
-    words = grad_words[rows, steps]  # (W, K, E)
-    cam = gradcam_maps(own_map, selected_map.unsqueeze(1)).squeeze(1).clamp(min=0)  # (W, h, w)
-    upsampled = functional.interpolate(cam.unsqueeze(1), size=image_size, mode="nearest")
-    out = {}
-    for method in methods:
-        if method == "gradcam":
-            out[method] = (upsampled.squeeze(1), cam.flatten(1), words.sum(-1))
-        elif method == "guided_gradcam":
-            heat = (pixel_grads["guided"] * upsampled).sum(1)
-            out[method] = (heat, cam.flatten(1), words.sum(-1))
-        elif method == "gradient_x_input":
-            heat = (pixel_grads["plain"] * pixels.detach()[rows]).sum(1)
-            locations = (selected_map * own_map).sum(1).flatten(1)
-            relevance = (words * embeddings.detach()[rows]).sum(-1)
-            out[method] = (heat, locations, relevance)
-        else:
-            raise ValueError(f"no selected-word path for gradient method {method!r}")
-    return out
-
-
 def selected_statistics(
     model: Captioner,
     encoder: nn.Module,
@@ -308,20 +196,15 @@ def selected_statistics(
     methods: Sequence[str],
     objects: Tensor | None = None,
 ) -> dict[str, dict[str, Tensor]]:
-    """`explanation_statistics` of the words (rows, steps) (W,) of B captions ids (B, T) for
-    every method, plus MODEL_METHOD's probability (and 1-beta).
+    """`word_statistics` of the words (rows, steps) (W,) of B captions ids (B, T) for every
+    method, plus MODEL_METHOD's probability (and 1-beta).
 
-    LRP, AttnLRP and the methods in SELECTED_GRADIENT_METHODS push only the selected words'
-    relevance (or gradient) through the CNN, the expensive part; their numbers equal those
-    of `explain` (the tests hold them equal). Other methods run `explain` on every step.
+    The explanations come from `explain_words`: LRP, AttnLRP and the methods in
+    SELECTED_GRADIENT_METHODS push only the selected words' relevance (or gradient) through
+    the CNN, the expensive part; their numbers equal those of `explain` (the tests hold them
+    equal). Other methods run `explain` on every step.
     """
     cnn = getattr(encoder, "features", encoder)
-    slots = torch.zeros_like(rows)
-    seen: dict[int, int] = {}
-    for index, row in enumerate(rows.tolist()):
-        slots[index] = seen.get(row, 0)
-        seen[row] = int(slots[index]) + 1
-    selection = (rows, steps, slots)
     with torch.no_grad():
         grid = to_grid(cnn(images))  # (B, N, C)
     found = {
@@ -329,22 +212,10 @@ def selected_statistics(
             name: values[rows, steps] for name, values in model_statistics(model, grid, ids).items()
         }
     }
-    gradient = [m for m in methods if m in SELECTED_GRADIENT_METHODS]
-    if gradient:
-        for method, parts in _gradients_selected(
-            model, cnn, images, ids, selection, gradient
-        ).items():
-            found[method] = _heatmap_statistics(*parts, objects)
-    for method in methods:
-        if method in found:
-            continue
-        if method in ("lrp", "attnlrp"):
-            attention = "attnlrp" if method == "attnlrp" else "constant"
-            parts = _lrp_selected(model, cnn, images, ids, selection, attention)
-            found[method] = _heatmap_statistics(*parts, objects)
-        else:
-            explanation = explain(model, encoder, images, ids, method=method)
-            found[method] = explanation_statistics(explanation, rows, steps, objects)
+    explained = explain_words(model, encoder, images, ids, rows, steps, methods)
+    # the columns in the order earlier builds stored them: the selected gradient methods first
+    for method in sorted(explained, key=lambda name: name not in SELECTED_GRADIENT_METHODS):
+        found[method] = word_statistics(explained[method], objects)
     return found
 
 

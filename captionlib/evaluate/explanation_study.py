@@ -21,10 +21,12 @@ captions every image with the model's own beam search, explains its words with e
 The result is a plain JSON-serialisable dict that keeps every per-item value, so a chapter
 can show means and spread; `localization_summaries`, `image_drops`, `vanished`,
 `word_drops` read it back. Images run in chunks (memory stays bounded) and, to keep the
-cost down, each image's pixel explanations are computed for its caption's prefix up to the
-last object word only (the decoder is causal: word t depends on the words before it only),
-and word relevance from the decoder stage alone. Random choices use one generator per image
-seeded from (seed, image position), so a chunked run equals an unchunked one.
+cost down, only the object words are explained down to the pixels
+(`captionlib.explain.api.explain_words` with trim=True: the gradient methods on each
+caption's prefix up to its last object word, the decoder being causal) and word relevance
+comes from the decoder stage alone (`captionlib.explain.api.explain_word_relevance`).
+Random choices use one generator per image seeded from (seed, image position), so a chunked
+run equals an unchunked one.
 """
 
 from __future__ import annotations
@@ -40,14 +42,12 @@ from torch import Tensor, nn
 from captionlib.data.vocab import Vocabulary
 from captionlib.evaluate import ablation, localization
 from captionlib.evaluate.localization import LocalizationSummary, ObjectAnnotation
-from captionlib.explain.api import captions_to_ids, explain
-from captionlib.explain.cnn import explain_cnn
-from captionlib.explain.gradients import GRADIENT_METHODS, explain_gradient_family
-from captionlib.explain.lrp import (
-    decoder_relevance,
-    explained_logits,
-    explaining,
-    word_seeds,
+from captionlib.explain.api import (
+    GRADIENT_METHODS,
+    captions_to_ids,
+    encode,
+    explain_word_relevance,
+    explain_words,
 )
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import beam_search, greedy
@@ -92,29 +92,6 @@ def study_methods(model: Captioner) -> tuple[str, ...]:
     return ("attention", *lrp, *GRADIENT_METHODS)
 
 
-def gradient_word_relevance(
-    model: Captioner, features: Tensor, caption_ids: Tensor
-) -> dict[str, Tensor]:
-    """Word relevance of the plain gradient and of gradient × input from the decoder alone.
-
-    features: (B, N, C) grid features; caption_ids: (B, T). Returns "gradient" Σ_d ∂y_t/∂E_d
-    and "gradient_x_input" Σ_d E_d ∂y_t/∂E_d, each (B, K, K) as `Explanation.word_relevance`
-    of `explain_gradient_family` (the same numbers without the pixel backward).
-    """
-    embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
-    with explaining(model), torch.enable_grad():
-        logits = model(features.detach(), caption_ids, embeddings=embeddings).logits
-        explained = explained_logits(logits, caption_ids)  # (B, K)
-        (grads,) = torch.autograd.grad(
-            explained, (embeddings,), word_seeds(explained), is_grads_batched=True
-        )  # (K, B, K, E)
-    grads = grads.transpose(0, 1)  # (B, K, K, E)
-    return {
-        "gradient": grads.sum(-1),
-        "gradient_x_input": (grads * embeddings.detach().unsqueeze(1)).sum(-1),
-    }
-
-
 def _generator(seed: int, index: int, purpose: int) -> torch.Generator:
     """One generator per (image position, purpose): 0 patch rankings, 1 word deletions."""
     return torch.Generator().manual_seed(seed * 1_000_003 + 2 * index + purpose)
@@ -133,95 +110,6 @@ def _object_words(
                 if category is not None:
                     found.append((b, t, word, category))
     return found
-
-
-def _groups(lengths: Sequence[int]) -> dict[int, list[int]]:
-    """length → the captions (indices) of that length, shortest first."""
-    groups: dict[int, list[int]] = {}
-    for index, length in enumerate(lengths):
-        groups.setdefault(length, []).append(index)
-    return dict(sorted(groups.items()))
-
-
-def _lrp(
-    model: Captioner,
-    cnn: nn.Module,
-    images: Tensor,
-    grid: Tensor,
-    grid_size: tuple[int, int],
-    caption_ids: Tensor,
-    lengths: Sequence[int],
-    objects: Sequence[tuple[int, int, str, str]],
-    attention: str,
-) -> tuple[Tensor, Tensor]:
-    """LRP of one rule ("constant" or "attnlrp") as `explain_lrp` computes it, at lower cost:
-    stage 1 once per caption (trimmed to its length, captions of equal length together),
-    stage 2 only for the object words. Returns word relevance (B, T−1, T−1) (0 beyond a
-    caption's length) and the object words' pixel relevance (W, 3, H, W)."""
-    batch, steps = caption_ids.shape[0], caption_ids.shape[1] - 1
-    words = grid.new_zeros(batch, steps, steps)
-    channels = grid.shape[2]
-    feature_relevance = grid.new_zeros(len(objects), channels, *grid_size)  # (W, C, h, w)
-    rows_of: dict[int, list[tuple[int, int]]] = {}
-    for row, (b, t, _, _) in enumerate(objects):
-        rows_of.setdefault(b, []).append((row, t))
-    with explaining(model):
-        for length, captions in _groups(lengths).items():
-            relevance = decoder_relevance(
-                model, grid[captions], caption_ids[captions, :length], attention=attention
-            )
-            words[captions, : length - 1, : length - 1] = relevance.words.detach()
-            for g, b in enumerate(captions):
-                for row, t in rows_of.get(b, []):
-                    located = relevance.features[g, t].detach()  # (N, C)
-                    feature_relevance[row] = located.transpose(0, 1).reshape(channels, *grid_size)
-    if not rows_of:
-        return words, images.new_zeros(0, *images.shape[1:])
-    explained = sorted(rows_of)
-    most = max(len(rows) for rows in rows_of.values())
-    seeds = grid.new_zeros(len(explained), most, channels, *grid_size)  # (B', K', C, h, w)
-    for i, b in enumerate(explained):
-        for k, (row, _) in enumerate(rows_of[b]):
-            seeds[i, k] = feature_relevance[row]
-    pixels = explain_cnn(cnn, images[explained], seeds)  # (B', K', 3, H, W)
-    object_pixels = images.new_zeros(len(objects), *images.shape[1:])
-    for i, b in enumerate(explained):
-        for k, (row, _) in enumerate(rows_of[b]):
-            object_pixels[row] = pixels[i, k].detach()
-    return words, object_pixels
-
-
-def _gradient_maps(
-    model: Captioner,
-    encoder: nn.Module,
-    images: Tensor,
-    caption_ids: Tensor,
-    objects: Sequence[tuple[int, int, str, str]],
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """method → (signed heatmap (W, H, W'), scoring map (W, H, W')) of every object word from
-    `explain_gradient_family`, run on each caption's prefix up to its last object word
-    (captions with equal prefix lengths together)."""
-    last: dict[int, int] = {}
-    for b, t, _, _ in objects:
-        last[b] = max(last.get(b, 0), t)
-    row_of = {(b, t): row for row, (b, t, _, _) in enumerate(objects)}
-    size = images.shape[2:]
-    heat = {m: images.new_zeros(len(objects), *size) for m in GRADIENT_METHODS}
-    scored = {m: images.new_zeros(len(objects), *size) for m in GRADIENT_METHODS}
-    captions_of = _groups([last.get(b, -1) for b in range(caption_ids.shape[0])])
-    for step, captions in captions_of.items():
-        if step < 0:
-            continue  # captions without object words
-        ids = caption_ids[captions, : step + 2]  # <start> … the last object word
-        explained = explain_gradient_family(model, ids, images=images[captions], encoder=encoder)
-        for method, result in explained.items():
-            maps = localization.explanation_maps(result.pixels, result.heatmap)  # (G, K, H, W)
-            for g, b in enumerate(captions):
-                for t in range(step + 1):
-                    if (b, t) in row_of:
-                        heat[method][row_of[b, t]] = result.heatmap[g, t].detach()  # type: ignore[index]
-                        scored[method][row_of[b, t]] = maps[g, t].detach()
-    return {m: (heat[m], scored[m]) for m in GRADIENT_METHODS}
 
 
 def _localization(
@@ -356,9 +244,7 @@ def _study_chunk(
     """The whole protocol on one chunk of normalised images (B, 3, H, W); `positions` are the
     images' indices in the full run (they seed the random baselines)."""
     cnn = getattr(encoder, "features", encoder)
-    with explaining(model, encoder), torch.no_grad():
-        feature_map = cnn(images)  # (B, C, h, w)
-    grid, grid_size = to_grid(feature_map), (feature_map.shape[2], feature_map.shape[3])
+    grid = encode(model, encoder, images)  # (B, N, C)
     decoded = beam_search(
         model, grid, Vocabulary.START_ID, Vocabulary.END_ID, config.beam_size, config.max_length
     )
@@ -366,51 +252,33 @@ def _study_chunk(
         decoded, Vocabulary.START_ID, Vocabulary.END_ID, Vocabulary.PAD_ID, config.max_length
     )
     words, mask = caption_ids[:, 1:], caption_ids[:, 1:] != Vocabulary.PAD_ID
-    lengths = (mask.sum(1) + 1).tolist()  # tokens per caption, <start> included
     methods = study_methods(model)
     objects = _object_words(words, mask, vocabulary, word_category)
     rows, steps = [b for b, _, _, _ in objects], [t for _, t, _, _ in objects]
-
-    word_relevance: dict[str, Tensor] = {}
-    heat: dict[str, Tensor] = {}
-    scored: dict[str, Tensor] = {}
-    with explaining(model, encoder):
-        for method, rule in (("lrp", "constant"), ("attnlrp", "attnlrp")):
-            if method in methods:
-                relevance, pixels = _lrp(
-                    model, cnn, images, grid, grid_size, caption_ids, lengths, objects, rule
-                )
-                word_relevance[method] = relevance
-                heat[method] = pixels.sum(1)  # (W, H, W')
-                scored[method] = localization.positive_heatmap(pixels)
-        gradient_relevance = {
-            m: grid.new_zeros(words.shape[0], words.shape[1], words.shape[1])
-            for m in ("gradient", "gradient_x_input")
-        }
-        for length, captions in _groups(lengths).items():
-            trimmed = gradient_word_relevance(model, grid[captions], caption_ids[captions, :length])
-            for method, values in trimmed.items():
-                gradient_relevance[method][captions, : length - 1, : length - 1] = values
-        word_relevance |= gradient_relevance
-        if objects:
-            attention = explain(
-                model, None, None, caption_ids, method="attention", features=grid,
-                image_size=(images.shape[2], images.shape[3]),
-            )  # fmt: skip
-            heat["attention"] = attention.heatmap[rows, steps]  # type: ignore[index]
-            scored["attention"] = localization.positive_heatmap(heat["attention"])
-            for method, (signed, positive) in _gradient_maps(
-                model, encoder, images, caption_ids, objects
-            ).items():
-                heat[method], scored[method] = signed, positive
+    word_relevance = explain_word_relevance(
+        model, grid, caption_ids, [m for m in WORD_METHODS if m in methods]
+    )
     result: dict[str, Any] = {
         "image_ids": [int(i) for i in image_ids],
         "captions": [vocabulary.decode(row.tolist()) for row in caption_ids],
         "image_ablation": None,
     }
     if objects:
-        heat = {m: heat[m] for m in methods}
-        scored = {m: scored[m] for m in methods}
+        explained = explain_words(
+            model,
+            encoder,
+            images,
+            caption_ids,
+            torch.tensor(rows),
+            torch.tensor(steps),
+            methods,
+            trim=True,
+        )
+        heat = {m: found.heatmaps for m, found in explained.items()}  # (W, H, W') each
+        scored = {
+            m: localization.explanation_maps(found.pixels, found.heatmaps)
+            for m, found in explained.items()
+        }
         result["localization"] = _localization(
             image_ids, objects, scored, annotations, word_category
         )

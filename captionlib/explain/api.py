@@ -12,11 +12,22 @@ theirs with `register_method`. A method function is called as::
     function(model, caption_ids, images=..., encoder=..., features=..., pad_id=..., **options)
 
 and returns an `Explanation`.
+
+Two requests explain less than every word, at a fraction of the cost::
+
+    explain_words(model, encoder, images, caption_ids, rows, steps, methods)
+    explain_word_relevance(model, features, caption_ids, methods)
+
+`explain_words` explains the selected words (rows[i], steps[i]) only, pushing only their
+relevance or gradients through the CNN (`captionlib.explain.selected`; chapter 10, and
+chapter 9 with trim=True), and returns method → `WordExplanations`;
+`explain_word_relevance` gives every word's word relevance from the decoder alone
+(chapter 9). Every request is validated once by `check_request` (and `check_words`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +36,21 @@ from torch import Tensor, nn
 from captionlib.data.vocab import Vocabulary
 from captionlib.explain.attention import explain_attention
 from captionlib.explain.gradients import GRADIENT_METHODS, gradient_method
-from captionlib.explain.lrp import Explanation, explain_lrp, explaining
+from captionlib.explain.lrp import (
+    Explanation,
+    check_captions,
+    check_lrp_options,
+    explain_lrp,
+    explaining,
+)
+from captionlib.explain.selected import (
+    LRP_METHODS,
+    WORD_RELEVANCE_METHODS,
+    WordExplanations,
+    batch_schedule,
+    every_word_relevance,
+    trimmed_schedule,
+)
 from captionlib.models.base import Captioner
 from captionlib.models.decoding import DecodedCaption, beam_search
 from captionlib.models.encoder import to_grid
@@ -184,10 +209,7 @@ def explain(
         if grid is None:
             if encoder is None or images is None:
                 raise ValueError("give encoder and images, or features, to caption an image")
-            parameter = next(model.parameters())
-            cnn = getattr(encoder, "features", encoder)
-            with explaining(encoder), torch.no_grad():
-                grid = to_grid(cnn(images.to(device=parameter.device, dtype=parameter.dtype)))
+            grid = encode(model, encoder, images)
         decoded = beam_search(model, grid, start_id, end_id, beam_size, max_length)
         caption_ids = captions_to_ids(decoded, start_id, end_id, pad_id, max_length)
     return METHODS[method](
@@ -199,3 +221,129 @@ def explain(
         pad_id=pad_id,
         **options,
     )
+
+
+def encode(model: Captioner, encoder: nn.Module, images: Tensor) -> Tensor:
+    """The grid features (B, N, C) that `model` reads for images (B, 3, H, W): the encoder's
+    CNN (its `.features`, or the encoder itself) in eval mode, without gradients
+    (chapters 5 and 9)."""
+    check_request(images, None, None)
+    parameter = next(model.parameters())
+    cnn = getattr(encoder, "features", encoder)
+    with explaining(model, encoder), torch.no_grad():
+        return to_grid(cnn(images.to(device=parameter.device, dtype=parameter.dtype)))
+
+
+def check_words(rows: Tensor, steps: Tensor, caption_ids: Tensor, pad_id: int) -> None:
+    """Validate a selection of words (chapter 10): rows and steps (W,) integer tensors of
+    the same non-zero length, rows[i] a caption of caption_ids (B, T), steps[i] one of its
+    explained words (0 ≤ step < T − 1), none of them padding."""
+    for name, value in (("rows", rows), ("steps", steps)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (W,), got {type(value).__name__}")
+        if value.dim() != 1:
+            raise ValueError(f"{name} must be 1-D (W,), got shape {tuple(value.shape)}")
+        if value.is_floating_point() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer indices, got {value.dtype}")
+    if rows.shape != steps.shape:
+        raise ValueError(f"rows ({rows.shape[0]}) and steps ({steps.shape[0]}) differ in length")
+    if rows.numel() == 0:
+        raise ValueError("no words selected: rows and steps are empty")
+    batch, explained = caption_ids.shape[0], caption_ids.shape[1] - 1
+    for name, value, size in (("rows", rows, batch), ("steps", steps, explained)):
+        low, high = int(value.min()), int(value.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{name} must be in [0, {size}), got values from {low} to {high}")
+    padded = (caption_ids[rows, steps + 1] == pad_id).nonzero().flatten().tolist()
+    if padded:
+        raise ValueError(f"selected words {padded[:10]} (indices into rows, steps) are padding")
+
+
+def _chosen_methods(methods: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """The requested methods, each once, in order; clear errors for unknown ones."""
+    if isinstance(methods, str):
+        raise TypeError(f"methods must be a sequence of method names, got the string {methods!r}")
+    chosen = list(dict.fromkeys(methods))
+    if not chosen:
+        raise ValueError("methods is empty: name at least one method")
+    unknown = [method for method in chosen if method not in allowed]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(allowed)}")
+    return chosen
+
+
+def explain_words(
+    model: Captioner,
+    encoder: nn.Module,
+    images: Tensor,
+    caption_ids: Tensor,
+    rows: Tensor,
+    steps: Tensor,
+    methods: Sequence[str],
+    *,
+    trim: bool = False,
+    start_id: int = Vocabulary.START_ID,
+    pad_id: int = Vocabulary.PAD_ID,
+) -> dict[str, WordExplanations]:
+    """Explain the selected words (rows[i], steps[i]) of B captions with every method of
+    `methods` (chapter 10; chapter 9 with trim=True); returns method → `WordExplanations`.
+
+    model, encoder and images (B, 3, H, W): as for `explain`; caption_ids: (B, T), <start>
+    first; rows, steps: (W,) the caption and the step (index into caption_ids[:, 1:]) of each
+    selected word. LRP, AttnLRP and SELECTED_GRADIENT_METHODS (all gradient methods with
+    trim=True) push only the selected words' relevance or gradients through the CNN
+    (`captionlib.explain.selected`: the batch schedule, or with trim=True the trimmed one);
+    any other method runs `explain` on every word and keeps the selected ones. The numbers
+    equal `explain`'s at the selected words up to rounding, with the methods' defaults.
+    """
+    chosen = _chosen_methods(methods, list(METHODS))
+    if images is None or encoder is None:
+        raise ValueError("explain_words needs images (B, 3, H, W) and their encoder")
+    check_request(images, None, caption_ids, start_id)
+    check_captions(model, caption_ids)
+    check_words(rows, steps, caption_ids, pad_id)
+    for method in chosen:
+        if method in LRP_METHODS:
+            check_lrp_options(model, LRP_METHODS[method], None)
+    parameter = next(model.parameters())
+    images = images.to(device=parameter.device, dtype=parameter.dtype)
+    caption_ids = caption_ids.to(parameter.device)
+    if trim:
+        found = trimmed_schedule(model, encoder, images, caption_ids, rows, steps, chosen, pad_id)
+    else:
+        found = batch_schedule(model, encoder, images, caption_ids, rows, steps, chosen)
+    for method in chosen:
+        if method not in found:
+            explanation = explain(
+                model, encoder, images, caption_ids, method, start_id=start_id, pad_id=pad_id
+            )
+            found[method] = WordExplanations.gathered(explanation, rows, steps)
+    return {method: found[method] for method in chosen}
+
+
+def explain_word_relevance(
+    model: Captioner,
+    features: Tensor,
+    caption_ids: Tensor,
+    methods: Sequence[str],
+    *,
+    start_id: int = Vocabulary.START_ID,
+    pad_id: int = Vocabulary.PAD_ID,
+) -> dict[str, Tensor]:
+    """Every word's word relevance from the decoder alone, no CNN (chapter 9).
+
+    features: (B, N, C) the images' grid features (`encode`); caption_ids: (B, T), <start>
+    first, padded with pad_id at the end; methods: from WORD_RELEVANCE_METHODS ("lrp",
+    "attnlrp": LRP's stage 1; "gradient", "gradient_x_input"). Returns method → (B, T−1, T−1)
+    as `Explanation.word_relevance`, 0 beyond each caption's length; each caption runs
+    without its padding (`captionlib.explain.selected.every_word_relevance`).
+    """
+    chosen = _chosen_methods(methods, WORD_RELEVANCE_METHODS)
+    check_request(None, features, caption_ids, start_id)
+    check_captions(model, caption_ids)
+    if "attnlrp" in chosen:
+        check_lrp_options(model, "attnlrp", None)
+    parameter = next(model.parameters())
+    features = features.to(device=parameter.device, dtype=parameter.dtype)
+    caption_ids = caption_ids.to(parameter.device)
+    return every_word_relevance(model, features, caption_ids, chosen, pad_id)

@@ -382,6 +382,30 @@ def explain_gradients(
     )[method]
 
 
+def gradient_word_relevance(
+    model: Captioner, features: Tensor, caption_ids: Tensor
+) -> dict[str, Tensor]:
+    """Word relevance of the plain gradient and of gradient × input from the decoder alone
+    (chapter 9).
+
+    features: (B, N, C) grid features; caption_ids: (B, T). Returns "gradient" Σ_d ∂y_t/∂E_d
+    and "gradient_x_input" Σ_d E_d ∂y_t/∂E_d, each (B, K, K) as `Explanation.word_relevance`
+    of `explain_gradient_family` (the same numbers without the pixel backward).
+    """
+    embeddings = model.embedding(caption_ids[:, :-1]).detach().requires_grad_()  # (B, K, E)
+    with explaining(model), torch.enable_grad():
+        logits = model(features.detach(), caption_ids, embeddings=embeddings).logits
+        explained = explained_logits(logits, caption_ids)  # (B, K)
+        (grads,) = torch.autograd.grad(
+            explained, (embeddings,), word_seeds(explained), is_grads_batched=True
+        )  # (K, B, K, E)
+    grads = grads.transpose(0, 1)  # (B, K, K, E)
+    return {
+        "gradient": grads.sum(-1),
+        "gradient_x_input": (grads * embeddings.detach().unsqueeze(1)).sum(-1),
+    }
+
+
 def gradient_method(name: str) -> Callable[..., Explanation]:
     """The registry entry (`captionlib.explain.api.METHODS`) of gradient method `name`
     (chapter 8)."""
