@@ -11,6 +11,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import BOOK, book_pages, open_page, soup
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.support.wait import WebDriverWait
 
 PAGES = book_pages(BOOK) if BOOK.is_dir() else []
 CHAPTERS = [page for page in PAGES if page.parent.name == "notebooks"]
@@ -150,7 +152,10 @@ def test_solutions_are_hidden_until_clicked(driver, server, book, page: Path) ->
     assert not body.is_displayed(), "a solution is visible before its toggle is clicked"
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", solution)
     solution.find_element("css selector", ".admonition-title").click()
-    assert body.is_displayed(), "clicking the solution's title did not show it"
+    try:  # the dropdown opens through the theme's JavaScript: give a loaded machine 10 s
+        WebDriverWait(driver, 10).until(lambda _: body.is_displayed())
+    except TimeoutException:
+        pytest.fail("clicking the solution's title did not show it")
 
 
 @pytest.mark.parametrize("page", CHAPTERS, ids=page_id)
