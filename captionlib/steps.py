@@ -59,6 +59,7 @@ from captionlib.distributed import (
     wrap_model,
 )
 from captionlib.evaluate.captions import score_captions
+from captionlib.evaluate.explanation_study import STUDY_VERSION
 from captionlib.features import MemmapFeatures, extract_features
 from captionlib.finetune import FinetuneConfig, FinetuneHistory, finetune_captioner
 from captionlib.finetune import image_caption_batches as finetune_batches
@@ -76,7 +77,9 @@ STEP_VERSIONS: dict[str, int] = {
     "encoder": 1,
     "features": 1,
     "captioner": 1,
-    "finetuned": 1,
+    "finetuned": 1,  # also versions chapter 11's results (captionlib.studies)
+    "diagnosis": 3,  # chapter 10 (captionlib.studies.diagnosis)
+    "explanations": STUDY_VERSION,  # chapter 9 (set in captionlib.evaluate.explanation_study)
 }
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for real COCO with VGG16
 IMAGE_STD = (0.229, 0.224, 0.225)

@@ -1,0 +1,345 @@
+"""The studies of chapters 9–11 as steps of the same store: the explanation study, the
+hallucination diagnosis and the fine-tuning results, each driven by `RunConfig`s and keyed
+by the captioner keys of `captionlib.steps` plus its own settings and version.
+
+The book calls them through `captionlib.recipes` with its ShapeWorld configs; a COCO run
+calls the same functions with its config (object words are then matched with the COCO
+synonym table).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captionlib import steps
+from captionlib.artifacts import cached
+from captionlib.evaluate.diagnosis import ObjectWord, diagnose, label_object_words, object_masks
+from captionlib.evaluate.explanation_study import StudyConfig, run_study
+from captionlib.evaluate.hallucination import (
+    SynonymTable,
+    coco_synonyms,
+    ground_truth,
+    hallucination_scores,
+    reference_objects,
+    shapeworld_synonyms,
+    split_references,
+)
+from captionlib.evaluate.localization import image_objects
+from captionlib.generate import caption_features, caption_text, decode_features
+from captionlib.models.base import Captioner
+from captionlib.models.encoder import to_grid
+from captionlib.runconfig import RunConfig
+from captionlib.utils import seed_everything
+
+DIAGNOSIS_METHODS: dict[str, tuple[str, ...]] = {
+    "adaptive": ("lrp", "attention", "gradcam", "guided_gradcam", "gradient_x_input"),
+    "multihead": ("lrp", "attnlrp", "attention", "gradcam", "guided_gradcam", "gradient_x_input"),
+}
+DIAGNOSIS_BEAM_SIZE = 3
+DIAGNOSIS_CHUNK_SIZE = 50  # images per explanation batch
+
+
+def synonym_table(config: RunConfig) -> SynonymTable:
+    """The object-word synonyms of the config's data set: ShapeWorld's, else COCO's."""
+    return shapeworld_synonyms() if config.data.dataset == "shapeworld" else coco_synonyms()
+
+
+def split_images(config: RunConfig, split: str) -> Tensor:
+    """The split's images as uint8 (num_images, 3, S, S) at the encoder's image size."""
+    data = steps.load_data(config, progress=False)
+    return steps.load_images(steps.split_of(data, split), config.encoder.image_size)
+
+
+# --- chapter 9: evaluating explanations ---------------------------------------------------------
+
+
+def explanation_study(
+    config: RunConfig, split: str, images: int, progress: bool = True
+) -> dict[str, Any]:
+    """Build-or-load chapter 9's localisation and ablation study of every explanation method
+    for the config's captioner on the first `images` images of `split`.
+
+    Returns `captionlib.evaluate.explanation_study.run_study`'s JSON-serialisable result
+    (per-item values; read back with that module's `localization_summaries`, `image_drops`,
+    `vanished`, `word_drops`).
+    """
+    study = StudyConfig(max_length=config.training.max_length)
+    key = {
+        **steps.captioner_key(config),
+        "explanation_study": study.key(),
+        "split": split,
+        "images": images,
+    }
+
+    def build(folder: Path) -> None:
+        trained = steps.captioner(config, progress=progress)
+        encoder = steps.encoder(config, progress=progress).encoder
+        images_split = steps.split_of(steps.load_data(config, progress), split)
+        count = min(images, len(images_split))
+        image_ids = images_split.image_ids[:count]
+        annotations = [image_objects(images_split, image_id) for image_id in image_ids]
+        seed_everything(study.seed)
+        result = run_study(
+            trained.model,
+            encoder,
+            split_images(config, split)[:count],
+            image_ids,
+            annotations,
+            trained.vocabulary,
+            synonym_table(config).category_of,
+            study,
+            prepare=steps.normalize,
+            progress=progress,
+        )
+        (folder / "result.json").write_text(json.dumps(result))
+
+    folder = cached(f"explanations-{config.captioner.kind}-{split}", key, build)
+    return json.loads((folder / "result.json").read_text())
+
+
+# --- chapter 10: debugging hallucinations -------------------------------------------------------
+
+
+@dataclass
+class HallucinationDiagnosis:
+    """A captioner's hallucinations on a split and the statistics of every object word's
+    explanation (chapter 10).
+
+    captions: image id → beam-3 caption; token_ids: image id → its decoded word ids;
+    scores: `hallucination_scores` (precision, recall, F1, CHAIRi, CHAIRs); words: every
+    object word, labelled; statistics: method → statistic → one value per word (NaN where
+    undefined); seconds, cpu_seconds: the build's wall-clock and CPU time (the CPU time
+    of all threads: on a shared machine the wall-clock time also counts waiting).
+    """
+
+    kind: str
+    split_name: str
+    captions: dict[int, str]
+    token_ids: dict[int, list[int]]
+    scores: dict[str, float]
+    words: list[ObjectWord]
+    statistics: dict[str, dict[str, np.ndarray]]
+    seconds: float
+    cpu_seconds: float
+    folder: Path
+
+
+def diagnosis(config: RunConfig, split: str, progress: bool = True) -> HallucinationDiagnosis:
+    """Build-or-load chapter 10's diagnosis of the config's captioner on `split`: its beam-3
+    captions, their hallucination scores, and the explanation statistics of every object
+    word for each method of DIAGNOSIS_METHODS."""
+    kind = config.captioner.kind
+    synonyms = synonym_table(config)
+    settings = {
+        "beam_size": DIAGNOSIS_BEAM_SIZE,
+        "chunk_size": DIAGNOSIS_CHUNK_SIZE,
+        "synonyms": config.data.dataset if config.data.dataset == "shapeworld" else "coco",
+        "version": steps.STEP_VERSIONS["diagnosis"],
+    }
+    key = {
+        **steps.captioner_key(config),
+        "diagnosis": {**settings, "split": split, "methods": DIAGNOSIS_METHODS[kind]},
+    }
+
+    def build(folder: Path) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        trained = steps.captioner(config, progress=progress)
+        images_split = steps.split_of(steps.load_data(config, progress), split)
+        features = steps.split_features(config, split, progress=progress).to_tensor()
+        decoded = decode_features(
+            trained.model,
+            features,
+            trained.vocabulary,
+            beam_size=DIAGNOSIS_BEAM_SIZE,
+            max_length=config.training.max_length,
+        )
+        captions = {
+            image_id: caption_text(caption, trained.vocabulary)
+            for image_id, caption in zip(images_split.image_ids, decoded, strict=True)
+        }
+        words = label_object_words(
+            captions,
+            ground_truth(images_split, synonyms),
+            reference_objects(split_references(images_split), synonyms),
+            synonyms,
+        )
+        statistics = diagnose(
+            trained.model,
+            steps.encoder(config, progress=progress).encoder,
+            steps.normalize(split_images(config, split)),
+            [caption.token_ids for caption in decoded],
+            words,
+            {image_id: index for index, image_id in enumerate(images_split.image_ids)},
+            DIAGNOSIS_METHODS[kind],
+            masks={word.image_id: object_masks(images_split, word.image_id) for word in words},
+            chunk_size=DIAGNOSIS_CHUNK_SIZE,
+            progress=progress,
+        )
+        payload = {
+            "captions": captions,
+            "token_ids": {
+                image_id: list(caption.token_ids)
+                for image_id, caption in zip(images_split.image_ids, decoded, strict=True)
+            },
+            "scores": hallucination_scores(captions, images_split, synonyms),
+            "words": [asdict(word) for word in words],
+            "statistics": {
+                method: {name: values.tolist() for name, values in stats.items()}
+                for method, stats in statistics.items()
+            },
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
+        }
+        (folder / "diagnosis.json").write_text(json.dumps(payload))
+
+    folder = cached(f"diagnosis-{kind}-{split}", key, build)
+    payload = json.loads((folder / "diagnosis.json").read_text())
+    return HallucinationDiagnosis(
+        kind=kind,
+        split_name=split,
+        captions={int(i): text for i, text in payload["captions"].items()},
+        token_ids={int(i): ids for i, ids in payload["token_ids"].items()},
+        scores=payload["scores"],
+        words=[ObjectWord(**word) for word in payload["words"]],
+        statistics={
+            method: {name: np.asarray(values, dtype=np.float64) for name, values in stats.items()}
+            for method, stats in payload["statistics"].items()
+        },
+        seconds=float(payload["seconds"]),
+        cpu_seconds=float(payload["cpu_seconds"]),
+        folder=folder,
+    )
+
+
+# --- chapter 11: LRP-inference fine-tuning ------------------------------------------------------
+
+FINETUNE_STAGES = ("before", "control", "lrp")
+FINETUNE_BEAM_SIZE = 3
+
+
+@torch.no_grad()
+def grid_features(encoder: nn.Module, images_uint8: Tensor) -> Tensor:
+    """Encoder grid features (num_images, N, C) of uint8 images in memory, in batches of 128
+    (for an encoder that fine-tuning changed; the frozen encoder's are stored)."""
+    encoder.eval()
+    return torch.cat(
+        [to_grid(encoder(steps.normalize(chunk))) for chunk in images_uint8.split(128)]
+    )
+
+
+def caption_with(
+    config: RunConfig,
+    model: Captioner,
+    encoder: nn.Module,
+    split: str,
+    beam_size: int = FINETUNE_BEAM_SIZE,
+) -> dict[int, str]:
+    """image id → beam-search caption of every image of `split`, features from `encoder`."""
+    data = steps.load_data(config, progress=False)
+    features = grid_features(encoder, split_images(config, split))
+    return caption_features(
+        model,
+        features,
+        steps.split_of(data, split).image_ids,
+        data.vocabulary,
+        beam_size,
+        config.training.max_length,
+    )
+
+
+def finetune_scores(config: RunConfig, captions: dict[int, str], split: str) -> dict[str, float]:
+    """BLEU-4, CIDEr-D (simple tokenizer) and the hallucination scores of a split's captions."""
+    images_split = steps.split_of(steps.load_data(config, progress=False), split)
+    metrics = steps.score_split(
+        config, captions, split, metrics=("BLEU", "CIDEr"), tokenizer="simple"
+    )
+    return {
+        "BLEU-4": metrics["BLEU-4"],
+        "CIDEr-D": metrics["CIDEr"],
+        **hallucination_scores(captions, images_split, synonym_table(config)),
+    }
+
+
+@dataclass
+class FinetuningResults:
+    """Chapter 11's measurements, all from the store.
+
+    scores[kind][stage][split]: one dict of metrics per seed ("before": one entry, the
+    cross-entropy checkpoint); captions the same way (image id → caption);
+    seconds[kind][method]: fine-tuning seconds per seed.
+    """
+
+    scores: dict[str, dict[str, dict[str, list[dict[str, float]]]]]
+    captions: dict[str, dict[str, dict[str, list[dict[int, str]]]]]
+    seconds: dict[str, dict[str, list[float]]]
+    seeds: tuple[int, ...]
+    folder: Path
+
+
+def finetuning_results(
+    configs: Mapping[str, RunConfig],
+    seeds: Sequence[int],
+    splits: Sequence[str],
+    progress: bool = True,
+) -> FinetuningResults:
+    """Build-or-load before / control / LRP-IFT scores of each captioner (name → config) on
+    `splits`, for every fine-tuning seed (beam 3; chapter 11). The configs share their
+    fine-tuning settings; the results are versioned with the fine-tuning step."""
+    first = next(iter(configs.values()))
+    if any(config.finetune != first.finetune for config in configs.values()):
+        raise ValueError("the captioners' configs must share their finetune settings")
+    key = {
+        "captioners": {name: steps.captioner_key(config) for name, config in configs.items()},
+        "finetune": first.finetune.as_dict(),
+        "finetune_version": steps.STEP_VERSIONS["finetuned"],
+        "seeds": list(seeds),
+        "splits": list(splits),
+        "beam_size": FINETUNE_BEAM_SIZE,
+    }
+
+    def build(folder: Path) -> None:
+        scores: dict[str, Any] = {}
+        captions: dict[str, Any] = {}
+        seconds: dict[str, Any] = {}
+        for name, config in configs.items():
+            encoder = steps.encoder(config, progress=progress).encoder
+            runs = {"before": [(steps.captioner(config, progress=progress).model, encoder)]}
+            seconds[name] = {}
+            for method in FINETUNE_STAGES[1:]:
+                tuned = [steps.finetuned(config, method, seed, progress) for seed in seeds]
+                runs[method] = [(run.model, run.encoder) for run in tuned]
+                seconds[name][method] = [sum(run.history.seconds) for run in tuned]
+            scores[name], captions[name] = {}, {}
+            for stage, models in runs.items():
+                scores[name][stage] = {split: [] for split in splits}
+                captions[name][stage] = {split: [] for split in splits}
+                for model, model_encoder in models:
+                    for split in splits:
+                        texts = caption_with(config, model, model_encoder, split)
+                        captions[name][stage][split].append(texts)
+                        scores[name][stage][split].append(finetune_scores(config, texts, split))
+        payload = {"scores": scores, "captions": captions, "seconds": seconds}
+        (folder / "results.json").write_text(json.dumps(payload))
+
+    folder = cached("finetune-results", key, build)
+    payload = json.loads((folder / "results.json").read_text())
+    captions = {
+        name: {
+            stage: {
+                split: [{int(i): text for i, text in run.items()} for run in runs]
+                for split, runs in by_split.items()
+            }
+            for stage, by_split in stages.items()
+        }
+        for name, stages in payload["captions"].items()
+    }
+    return FinetuningResults(payload["scores"], captions, payload["seconds"], tuple(seeds), folder)
