@@ -37,6 +37,7 @@ from captionlib.runconfig import RunConfig, load_run_config
 from captionlib.steps import FinetunedCaptioner, PretrainedEncoder, TrainedCaptioner
 from captionlib.steps import classify as classify
 from captionlib.steps import multilabel_targets as multilabel_targets
+from captionlib.steps import normalize as normalize
 from captionlib.studies import FinetuningResults, HallucinationDiagnosis
 
 SPLIT_NAMES = ("train", "val", "test", "shifted")

@@ -251,3 +251,12 @@ def test_generation_workers_die_with_their_killed_parent(tmp_path: Path) -> None
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_the_facade_has_every_name_the_chapters_and_benchmarks_use() -> None:
+    import re
+
+    sources = [*(REPO / "notebooks").glob("*.ipynb"), *(REPO / "benchmarks").glob("*.py")]
+    used = {name for path in sources for name in re.findall(r"recipes\.(\w+)", path.read_text())}
+    assert len(used) > 20
+    assert sorted(name for name in used if not hasattr(recipes, name)) == []
