@@ -56,7 +56,6 @@ def test_the_book_and_the_command_line_name_the_same_captioner() -> None:
     for kind in ("adaptive", "multihead"):
         cli = load_run_config(REPO / "configs" / f"shapeworld_{kind}.yaml")
         assert steps.captioner_key(cli) == recipes.captioner_key(kind)
-        assert recipes.trained_captioner.__doc__  # the facade documents what it builds
     # the book's constants are the packaged config's values (one source)
     book = load_run_config("shapeworld_adaptive")
     assert book.training == recipes.CAPTION_TRAINING
