@@ -76,8 +76,8 @@ STEP_VERSIONS: dict[str, int] = {
     "prepared": 1,
     "encoder": 1,
     "features": 1,
-    "captioner": 1,
-    "finetuned": 1,  # also versions chapter 11's results (captionlib.studies)
+    "captioner": 2,  # 2: batched beam search, decoding-time options (same numbers)
+    "finetuned": 2,  # also versions chapter 11's results (captionlib.studies)
     "diagnosis": 3,  # chapter 10 (captionlib.studies.diagnosis)
     "explanations": STUDY_VERSION,  # chapter 9 (set in captionlib.evaluate.explanation_study)
 }
