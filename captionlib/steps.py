@@ -79,6 +79,7 @@ STEP_VERSIONS: dict[str, int] = {
     "captioner": 2,  # 2: batched beam search, decoding-time options (same numbers)
     "finetuned": 2,  # also versions chapter 11's results (captionlib.studies)
     "diagnosis": 3,  # chapter 10 (captionlib.studies.diagnosis)
+    "frontier": 1,  # chapter 11 (captionlib.studies.caution_frontier)
     "explanations": STUDY_VERSION,  # chapter 9 (set in captionlib.evaluate.explanation_study)
 }
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as for real COCO with VGG16

@@ -1,6 +1,7 @@
 """The studies of chapters 9–11 as steps of the same store: the explanation study, the
-hallucination diagnosis and the fine-tuning results, each driven by `RunConfig`s and keyed
-by the captioner keys of `captionlib.steps` plus its own settings and version.
+hallucination diagnosis, the fine-tuning results and the caution frontier (chapter 11's
+decoding-time baselines), each driven by `RunConfig`s and keyed by the captioner keys of
+`captionlib.steps` plus its own settings and version.
 
 The book calls them through `captionlib.recipes` with its ShapeWorld configs; a COCO run
 calls the same functions with its config (object words are then matched with the COCO
@@ -13,6 +14,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from captionlib import steps
 from captionlib.artifacts import cached
 from captionlib.evaluate.diagnosis import ObjectWord, diagnose, label_object_words, object_masks
 from captionlib.evaluate.explanation_study import StudyConfig, run_study
+from captionlib.evaluate.frontier import CAUTION_PENALTIES, caution_sweep, object_word_ids
 from captionlib.evaluate.hallucination import (
     SynonymTable,
     coco_synonyms,
@@ -36,6 +39,7 @@ from captionlib.evaluate.hallucination import (
 from captionlib.evaluate.localization import image_objects
 from captionlib.generate import caption_features, caption_text, decode_features
 from captionlib.models.base import Captioner
+from captionlib.models.decoding import VisualContrast, diffusion_noise
 from captionlib.models.encoder import to_grid
 from captionlib.runconfig import RunConfig
 from captionlib.utils import seed_everything
@@ -343,3 +347,149 @@ def finetuning_results(
         for name, stages in payload["captions"].items()
     }
     return FinetuningResults(payload["scores"], captions, payload["seconds"], tuple(seeds), folder)
+
+
+# --- chapter 11: the caution frontier and visual contrastive decoding ---------------------------
+
+FRONTIER_STAGES = ("before", "control")  # the checkpoints the caution knob is swept on
+
+
+@dataclass(frozen=True)
+class ContrastSettings:
+    """Visual contrastive decoding's settings (Leng et al., 2024): the contrast weight α,
+    the plausibility ratio β and the diffusion step of the distorted copy; the noise is
+    drawn with `noise_seed`."""
+
+    alpha: float = 1.0
+    beta: float = 0.1
+    noise_step: int = 500
+    noise_seed: int = 0
+
+
+@torch.no_grad()
+def contrast_features(
+    encoder: nn.Module, images_uint8: Tensor, settings: ContrastSettings
+) -> Tensor:
+    """Encoder grid features (num_images, N, C) of the diffusion-noised copies of uint8
+    images (`captionlib.models.decoding.diffusion_noise` at `settings.noise_step`), in
+    batches of 128; the same noise for every call with the same settings."""
+    encoder.eval()
+    generator = torch.Generator().manual_seed(settings.noise_seed)
+    noised = diffusion_noise(images_uint8.float() / 255.0, settings.noise_step, generator)
+    # normalize divides by 255: the noised copy is passed on the uint8 scale, unclipped
+    return torch.cat(
+        [to_grid(encoder(steps.normalize(chunk * 255.0))) for chunk in noised.split(128)]
+    )
+
+
+@dataclass
+class FrontierStudy:
+    """Chapter 11's caution sweeps and contrastive-decoding points, all from the store.
+
+    sweeps[kind][stage][split]: per seed, one metrics dict per λ of `penalties` (stage in
+    FRONTIER_STAGES); contrast[kind][split]: per seed, the metrics of visual contrastive
+    decoding on the cross-entropy checkpoint.
+    """
+
+    sweeps: dict[str, dict[str, dict[str, list[list[dict[str, float]]]]]]
+    contrast: dict[str, dict[str, list[dict[str, float]]]]
+    penalties: tuple[float, ...]
+    settings: ContrastSettings
+    seeds: tuple[int, ...]
+    folder: Path
+
+
+def caution_frontier(
+    configs: Mapping[str, Sequence[RunConfig]],
+    seeds: Sequence[int],
+    splits: Sequence[str],
+    penalties: Sequence[float] = CAUTION_PENALTIES,
+    settings: ContrastSettings = ContrastSettings(),
+    progress: bool = True,
+) -> FrontierStudy:
+    """Build-or-load the caution sweeps (object-word logits lowered by each λ of
+    `penalties`) of the cross-entropy checkpoint and the control of each captioner
+    (name → one config per seed, the i-th config's captioner fine-tuned with seeds[i]), and
+    visual contrastive decoding on the cross-entropy checkpoint, on `splits` (beam 3)."""
+    for name, seeded in configs.items():
+        if len(seeded) != len(seeds):
+            raise ValueError(f"configs[{name!r}] has {len(seeded)} configs for {len(seeds)} seeds")
+    key = {
+        "captioners": {
+            name: [steps.captioner_key(config) for config in seeded]
+            for name, seeded in configs.items()
+        },
+        "finetune": {
+            name: [config.finetune.as_dict() for config in seeded]
+            for name, seeded in configs.items()
+        },
+        "finetune_version": steps.STEP_VERSIONS["finetuned"],
+        "seeds": list(seeds),
+        "splits": list(splits),
+        "penalties": [float(penalty) for penalty in penalties],
+        "contrast": asdict(settings),
+        "beam_size": FINETUNE_BEAM_SIZE,
+        "version": steps.STEP_VERSIONS["frontier"],
+    }
+
+    def build(folder: Path) -> None:
+        sweeps: dict[str, Any] = {}
+        contrast: dict[str, Any] = {}
+        for name, seeded in configs.items():
+            sweeps[name] = {stage: {split: [] for split in splits} for stage in FRONTIER_STAGES}
+            contrast[name] = {split: [] for split in splits}
+            for config, seed in zip(seeded, seeds, strict=True):
+                data = steps.load_data(config, progress=False)
+                words = object_word_ids(data.vocabulary, synonym_table(config).category_of)
+                encoder = steps.encoder(config, progress=progress).encoder
+                control = steps.finetuned(config, "control", seed, progress)
+                models = {
+                    "before": (steps.captioner(config, progress=progress).model, encoder),
+                    "control": (control.model, control.encoder),
+                }
+                for split in splits:
+                    image_ids = steps.split_of(data, split).image_ids
+                    images = split_images(config, split)
+
+                    score = partial(finetune_scores, config, split=split)
+                    for stage, (model, model_encoder) in models.items():
+                        sweeps[name][stage][split].append(
+                            caution_sweep(
+                                model,
+                                grid_features(model_encoder, images),
+                                image_ids,
+                                data.vocabulary,
+                                words,
+                                score,
+                                penalties,
+                                FINETUNE_BEAM_SIZE,
+                                config.training.max_length,
+                            )
+                        )
+                    before, _ = models["before"]
+                    captions = caption_features(
+                        before,
+                        grid_features(encoder, images),
+                        image_ids,
+                        data.vocabulary,
+                        FINETUNE_BEAM_SIZE,
+                        config.training.max_length,
+                        contrast=VisualContrast(
+                            contrast_features(encoder, images, settings),
+                            settings.alpha,
+                            settings.beta,
+                        ),
+                    )
+                    contrast[name][split].append(score(captions))
+        (folder / "frontier.json").write_text(json.dumps({"sweeps": sweeps, "contrast": contrast}))
+
+    folder = cached("caution-frontier", key, build)
+    payload = json.loads((folder / "frontier.json").read_text())
+    return FrontierStudy(
+        payload["sweeps"],
+        payload["contrast"],
+        tuple(float(penalty) for penalty in penalties),
+        settings,
+        tuple(seeds),
+        folder,
+    )

@@ -80,6 +80,18 @@ STEP_SOURCES: dict[str, list[str]] = {
         "captionlib.studies:finetune_scores",
         "captionlib.evaluate.hallucination",
     ],
+    "frontier": [
+        "captionlib.studies:caution_frontier",
+        "captionlib.studies:contrast_features",
+        "captionlib.studies:ContrastSettings",
+        "captionlib.studies:grid_features",
+        "captionlib.studies:finetune_scores",
+        "captionlib.studies:split_images",
+        "captionlib.evaluate.frontier",
+        "captionlib.evaluate.hallucination",
+        "captionlib.models.decoding",
+        "captionlib.generate",
+    ],
     "diagnosis": [
         *SHARED,
         "captionlib.studies:diagnosis",
