@@ -435,6 +435,7 @@ def caution_frontier(
     def build(folder: Path) -> None:
         sweeps: dict[str, Any] = {}
         contrast: dict[str, Any] = {}
+        noised: dict[tuple[str, str], Tensor] = {}  # (encoder key, split) → its features
         for name, seeded in configs.items():
             sweeps[name] = {stage: {split: [] for split in splits} for stage in FRONTIER_STAGES}
             contrast[name] = {split: [] for split in splits}
@@ -450,13 +451,16 @@ def caution_frontier(
                 for split in splits:
                     image_ids = steps.split_of(data, split).image_ids
                     images = split_images(config, split)
-
                     score = partial(finetune_scores, config, split=split)
-                    for stage, (model, model_encoder) in models.items():
+                    features = {
+                        stage: grid_features(model_encoder, images)
+                        for stage, (_, model_encoder) in models.items()
+                    }
+                    for stage, (model, _) in models.items():
                         sweeps[name][stage][split].append(
                             caution_sweep(
                                 model,
-                                grid_features(model_encoder, images),
+                                features[stage],
                                 image_ids,
                                 data.vocabulary,
                                 words,
@@ -466,19 +470,18 @@ def caution_frontier(
                                 config.training.max_length,
                             )
                         )
-                    before, _ = models["before"]
+                    # the frozen encoder's noised copy is the same for every captioner and seed
+                    frozen = (json.dumps(steps.encoder_key(config), sort_keys=True), split)
+                    if frozen not in noised:
+                        noised[frozen] = contrast_features(encoder, images, settings)
                     captions = caption_features(
-                        before,
-                        grid_features(encoder, images),
+                        models["before"][0],
+                        features["before"],
                         image_ids,
                         data.vocabulary,
                         FINETUNE_BEAM_SIZE,
                         config.training.max_length,
-                        contrast=VisualContrast(
-                            contrast_features(encoder, images, settings),
-                            settings.alpha,
-                            settings.beta,
-                        ),
+                        contrast=VisualContrast(noised[frozen], settings.alpha, settings.beta),
                     )
                     contrast[name][split].append(score(captions))
         (folder / "frontier.json").write_text(json.dumps({"sweeps": sweeps, "contrast": contrast}))
