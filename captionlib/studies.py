@@ -419,11 +419,13 @@ def caution_frontier(
             name: [steps.captioner_key(config) for config in seeded]
             for name, seeded in configs.items()
         },
-        "finetune": {
-            name: [config.finetune.as_dict() for config in seeded]
+        "controls": {
+            name: [
+                steps.finetune_key(config, steps.finetune_settings(config, "control", seed))
+                for config, seed in zip(seeded, seeds, strict=True)
+            ]
             for name, seeded in configs.items()
         },
-        "finetune_version": steps.STEP_VERSIONS["finetuned"],
         "seeds": list(seeds),
         "splits": list(splits),
         "penalties": [float(penalty) for penalty in penalties],
