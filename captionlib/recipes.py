@@ -27,6 +27,7 @@ from captionlib import steps, studies
 from captionlib.data.coco import CocoSplit
 from captionlib.data.shapeworld import object_words
 from captionlib.data.vocab import Vocabulary
+from captionlib.evaluate.frontier import CAUTION_PENALTIES as CAUTION_PENALTIES
 from captionlib.evaluate.objects import ObjectMentionReport, absent_object_mentions
 from captionlib.finetune import FinetuneConfig
 from captionlib.generate import caption_text, decode_features
@@ -38,7 +39,7 @@ from captionlib.steps import FinetunedCaptioner, PretrainedEncoder, TrainedCapti
 from captionlib.steps import classify as classify
 from captionlib.steps import multilabel_targets as multilabel_targets
 from captionlib.steps import normalize as normalize
-from captionlib.studies import FinetuningResults, HallucinationDiagnosis
+from captionlib.studies import FinetuningResults, FrontierStudy, HallucinationDiagnosis
 
 SPLIT_NAMES = ("train", "val", "test", "shifted")
 CAPTIONER_KINDS = ("adaptive", "multihead")
@@ -243,6 +244,17 @@ def finetuning_results(progress: bool = True) -> FinetuningResults:
     shifted splits, for every seed in FINETUNE_SEEDS (beam 3; chapter 11)."""
     configs = {kind: book_config(kind) for kind in CAPTIONER_KINDS}
     return studies.finetuning_results(configs, FINETUNE_SEEDS, FINETUNE_SPLITS, progress)
+
+
+def caution_frontier(progress: bool = True) -> FrontierStudy:
+    """Build-or-load chapter 11's caution sweeps (λ in `CAUTION_PENALTIES`) of both
+    captioners' cross-entropy checkpoint and their control runs, and visual contrastive
+    decoding (`studies.ContrastSettings`' defaults), seed for seed with
+    `finetuning_results`, on the test and shifted splits."""
+    configs = {kind: [book_config(kind)] * len(FINETUNE_SEEDS) for kind in CAPTIONER_KINDS}
+    return studies.caution_frontier(
+        configs, FINETUNE_SEEDS, FINETUNE_SPLITS, CAUTION_PENALTIES, progress=progress
+    )
 
 
 # --- chapter 9: evaluating explanations ---------------------------------------------------------

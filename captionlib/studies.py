@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from captionlib.models.base import Captioner
 from captionlib.models.decoding import VisualContrast, diffusion_noise
 from captionlib.models.encoder import to_grid
 from captionlib.runconfig import RunConfig
-from captionlib.utils import seed_everything
+from captionlib.utils import die_with_parent, seed_everything, torch_threads
 
 DIAGNOSIS_METHODS: dict[str, tuple[str, ...]] = {
     "adaptive": ("lrp", "attention", "gradcam", "guided_gradcam", "gradient_x_input"),
@@ -399,18 +401,92 @@ class FrontierStudy:
     folder: Path
 
 
+def _checkpoint(config: RunConfig, stage: str, seed: int) -> tuple[Captioner, nn.Module]:
+    """The captioner and encoder of one frontier checkpoint: the cross-entropy captioner with
+    the frozen encoder ("before") or the control fine-tuned with `seed`."""
+    if stage == "before":
+        model = steps.captioner(config, progress=False).model
+        return model, steps.encoder(config, progress=False).encoder
+    control = steps.finetuned(config, "control", seed, progress=False)
+    return control.model, control.encoder
+
+
+def _frontier_task(
+    config: RunConfig,
+    stage: str,
+    seed: int,
+    split: str,
+    penalties: tuple[float, ...],
+    settings: ContrastSettings | None,
+) -> list[dict[str, float]]:
+    """One checkpoint's caution sweep of a split (`settings` None), or its visual contrastive
+    decoding point (a list of one). Features and decoding use one thread, in this process
+    or a worker, so the numbers do not depend on the number of workers."""
+    with torch_threads(1):
+        return _frontier_points(config, stage, seed, split, penalties, settings)
+
+
+def _frontier_points(
+    config: RunConfig,
+    stage: str,
+    seed: int,
+    split: str,
+    penalties: tuple[float, ...],
+    settings: ContrastSettings | None,
+) -> list[dict[str, float]]:
+    data = steps.load_data(config, progress=False)
+    image_ids = steps.split_of(data, split).image_ids
+    images = split_images(config, split)
+    model, encoder = _checkpoint(config, stage, seed)
+    features = grid_features(encoder, images)
+    score = partial(finetune_scores, config, split=split)
+    if settings is None:
+        words = object_word_ids(data.vocabulary, synonym_table(config).category_of)
+        return caution_sweep(
+            model,
+            features,
+            image_ids,
+            data.vocabulary,
+            words,
+            score,
+            penalties,
+            FINETUNE_BEAM_SIZE,
+            config.training.max_length,
+        )
+    contrast = VisualContrast(
+        contrast_features(encoder, images, settings), settings.alpha, settings.beta
+    )
+    captions = caption_features(
+        model,
+        features,
+        image_ids,
+        data.vocabulary,
+        FINETUNE_BEAM_SIZE,
+        config.training.max_length,
+        contrast=contrast,
+    )
+    return [score(captions)]
+
+
 def caution_frontier(
     configs: Mapping[str, Sequence[RunConfig]],
     seeds: Sequence[int],
     splits: Sequence[str],
     penalties: Sequence[float] = CAUTION_PENALTIES,
     settings: ContrastSettings = ContrastSettings(),
+    processes: int = 2,
     progress: bool = True,
 ) -> FrontierStudy:
     """Build-or-load the caution sweeps (object-word logits lowered by each λ of
     `penalties`) of the cross-entropy checkpoint and the control of each captioner
     (name → one config per seed, the i-th config's captioner fine-tuned with seeds[i]), and
-    visual contrastive decoding on the cross-entropy checkpoint, on `splits` (beam 3)."""
+    visual contrastive decoding on the cross-entropy checkpoint, on `splits` (beam 3).
+
+    A checkpoint listed for several seeds (the same config given for each) is decoded once.
+    The decodes run in `processes` worker processes of one thread each (speed only: the
+    numbers are the same for any count; 1 decodes in this process)."""
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
     for name, seeded in configs.items():
         if len(seeded) != len(seeds):
             raise ValueError(f"configs[{name!r}] has {len(seeded)} configs for {len(seeds)} seeds")
@@ -433,60 +509,51 @@ def caution_frontier(
         "beam_size": FINETUNE_BEAM_SIZE,
         "version": steps.STEP_VERSIONS["frontier"],
     }
+    lambdas = tuple(float(penalty) for penalty in penalties)
 
     def build(folder: Path) -> None:
-        sweeps: dict[str, Any] = {}
-        contrast: dict[str, Any] = {}
-        noised: dict[tuple[str, str], Tensor] = {}  # (encoder key, split) → its features
+        # every distinct (checkpoint, split, sweep or contrast) once, identified by its keys
+        tasks: dict[str, tuple] = {}
+        slots: list[tuple[str, str, str, str]] = []  # (name, stage or "contrast", split, task)
         for name, seeded in configs.items():
-            sweeps[name] = {stage: {split: [] for split in splits} for stage in FRONTIER_STAGES}
-            contrast[name] = {split: [] for split in splits}
             for config, seed in zip(seeded, seeds, strict=True):
-                data = steps.load_data(config, progress=False)
-                words = object_word_ids(data.vocabulary, synonym_table(config).category_of)
-                encoder = steps.encoder(config, progress=progress).encoder
-                control = steps.finetuned(config, "control", seed, progress)
-                models = {
-                    "before": (steps.captioner(config, progress=progress).model, encoder),
-                    "control": (control.model, control.encoder),
+                steps.finetuned(config, "control", seed, progress)  # built here, read by workers
+                checkpoints = {
+                    "before": steps.captioner_key(config),
+                    "control": steps.finetune_key(
+                        config, steps.finetune_settings(config, "control", seed)
+                    ),
                 }
                 for split in splits:
-                    image_ids = steps.split_of(data, split).image_ids
-                    images = split_images(config, split)
-                    score = partial(finetune_scores, config, split=split)
-                    features = {
-                        stage: grid_features(model_encoder, images)
-                        for stage, (_, model_encoder) in models.items()
-                    }
-                    for stage, (model, _) in models.items():
-                        sweeps[name][stage][split].append(
-                            caution_sweep(
-                                model,
-                                features[stage],
-                                image_ids,
-                                data.vocabulary,
-                                words,
-                                score,
-                                penalties,
-                                FINETUNE_BEAM_SIZE,
-                                config.training.max_length,
-                            )
-                        )
-                    # the frozen encoder's noised copy is the same for every captioner and seed
-                    frozen = (json.dumps(steps.encoder_key(config), sort_keys=True), split)
-                    if frozen not in noised:
-                        noised[frozen] = contrast_features(encoder, images, settings)
-                    captions = caption_features(
-                        models["before"][0],
-                        features["before"],
-                        image_ids,
-                        data.vocabulary,
-                        FINETUNE_BEAM_SIZE,
-                        config.training.max_length,
-                        contrast=VisualContrast(noised[frozen], settings.alpha, settings.beta),
-                    )
-                    contrast[name][split].append(score(captions))
-        (folder / "frontier.json").write_text(json.dumps({"sweeps": sweeps, "contrast": contrast}))
+                    jobs = [(stage, stage, None) for stage in FRONTIER_STAGES]
+                    jobs.append(("contrast", "before", settings))
+                    for slot, stage, contrast in jobs:
+                        task = json.dumps([checkpoints[stage], split, slot], sort_keys=True)
+                        tasks.setdefault(task, (config, stage, seed, split, lambdas, contrast))
+                        slots.append((name, slot, split, task))
+        if processes == 1:
+            results = [_frontier_task(*arguments) for arguments in tasks.values()]
+        else:
+            with ProcessPoolExecutor(
+                processes, mp_context=get_context("spawn"), initializer=die_with_parent
+            ) as pool:
+                futures = [pool.submit(_frontier_task, *arguments) for arguments in tasks.values()]
+                results = [future.result() for future in futures]
+        done = dict(zip(tasks, results, strict=True))
+        sweeps: dict[str, Any] = {
+            name: {stage: {split: [] for split in splits} for stage in FRONTIER_STAGES}
+            for name in configs
+        }
+        contrast_points: dict[str, Any] = {
+            name: {split: [] for split in splits} for name in configs
+        }
+        for name, slot, split, task in slots:
+            if slot == "contrast":
+                contrast_points[name][split].append(done[task][0])
+            else:
+                sweeps[name][slot][split].append(done[task])
+        payload = {"sweeps": sweeps, "contrast": contrast_points}
+        (folder / "frontier.json").write_text(json.dumps(payload))
 
     folder = cached("caution-frontier", key, build)
     payload = json.loads((folder / "frontier.json").read_text())

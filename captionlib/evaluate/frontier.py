@@ -156,3 +156,27 @@ def compare_to_frontier(
         verdict=verdict,
         covered=all(front.covers(point[0]) for point, front in zip(points, frontiers, strict=True)),
     )
+
+
+def seed_frontiers(
+    sweeps: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
+    metric: str = "CHAIRs",
+) -> list[Frontier]:
+    """Per seed, the caution frontier of all of that seed's sweep points.
+
+    sweeps: checkpoint ("before", "control") → one `caution_sweep` per seed. The i-th
+    frontier is the Pareto front (recall against `metric`) of the i-th sweep of every
+    checkpoint together: the least `metric` that caution reaches at each recall from any
+    checkpoint trained without explanations."""
+    counts = {len(runs) for runs in sweeps.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(f"every checkpoint needs the same number (>= 1) of seeds, got {counts}")
+    frontiers = []
+    for seed in range(counts.pop()):
+        points = [point for runs in sweeps.values() for point in runs[seed]]
+        frontiers.append(
+            pareto_frontier(
+                [point["recall"] for point in points], [point[metric] for point in points]
+            )
+        )
+    return frontiers
