@@ -11,10 +11,11 @@ synonym table).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -360,7 +361,8 @@ FRONTIER_STAGES = ("before", "control")  # the checkpoints the caution knob is s
 class ContrastSettings:
     """Visual contrastive decoding's settings (Leng et al., 2024): the contrast weight α,
     the plausibility ratio β and the diffusion step of the distorted copy; the noise is
-    drawn with `noise_seed`."""
+    drawn with `noise_seed` (in `caution_frontier`, seed s draws its own with
+    noise_seed + s)."""
 
     alpha: float = 1.0
     beta: float = 0.1
@@ -454,7 +456,11 @@ def _frontier_points(
             config.training.max_length,
         )
     contrast = VisualContrast(
-        contrast_features(encoder, images, settings), settings.alpha, settings.beta
+        contrast_features(
+            encoder, images, replace(settings, noise_seed=settings.noise_seed + seed)
+        ),
+        settings.alpha,
+        settings.beta,
     )
     captions = caption_features(
         model,
@@ -480,11 +486,13 @@ def caution_frontier(
     """Build-or-load the caution sweeps (object-word logits lowered by each λ of
     `penalties`) of the cross-entropy checkpoint and the control of each captioner
     (name → one config per seed, the i-th config's captioner fine-tuned with seeds[i]), and
-    visual contrastive decoding on the cross-entropy checkpoint, on `splits` (beam 3).
+    visual contrastive decoding on the cross-entropy checkpoint (seed s with its own noise
+    draw, `ContrastSettings.noise_seed` + s), on `splits` (beam 3).
 
     A checkpoint listed for several seeds (the same config given for each) is decoded once.
-    The decodes run in `processes` worker processes of one thread each (speed only: the
-    numbers are the same for any count; 1 decodes in this process)."""
+    The decodes run in `processes` forked worker processes of one thread each on Linux
+    (speed only: the numbers are the same for any count); with 1, or on other systems,
+    they run in this process."""
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     for name, seeded in configs.items():
@@ -528,14 +536,16 @@ def caution_frontier(
                     jobs = [(stage, stage, None) for stage in FRONTIER_STAGES]
                     jobs.append(("contrast", "before", settings))
                     for slot, stage, contrast in jobs:
-                        task = json.dumps([checkpoints[stage], split, slot], sort_keys=True)
+                        # a contrast point per seed: each seed draws its own noise
+                        drawn = seed if slot == "contrast" else None
+                        task = json.dumps([checkpoints[stage], split, slot, drawn], sort_keys=True)
                         tasks.setdefault(task, (config, stage, seed, split, lambdas, contrast))
                         slots.append((name, slot, split, task))
-        if processes == 1:
+        if processes == 1 or sys.platform != "linux":
             results = [_frontier_task(*arguments) for arguments in tasks.values()]
-        else:
+        else:  # forked workers: nothing re-imports the caller's script (as spawn would)
             with ProcessPoolExecutor(
-                processes, mp_context=get_context("spawn"), initializer=die_with_parent
+                processes, mp_context=get_context("fork"), initializer=die_with_parent
             ) as pool:
                 futures = [pool.submit(_frontier_task, *arguments) for arguments in tasks.values()]
                 results = [future.result() for future in futures]
