@@ -425,53 +425,42 @@ def _frontier_task(
     decoding point (a list of one). Features and decoding use one thread, in this process
     or a worker, so the numbers do not depend on the number of workers."""
     with torch_threads(1):
-        return _frontier_points(config, stage, seed, split, penalties, settings)
-
-
-def _frontier_points(
-    config: RunConfig,
-    stage: str,
-    seed: int,
-    split: str,
-    penalties: tuple[float, ...],
-    settings: ContrastSettings | None,
-) -> list[dict[str, float]]:
-    data = steps.load_data(config, progress=False)
-    image_ids = steps.split_of(data, split).image_ids
-    images = split_images(config, split)
-    model, encoder = _checkpoint(config, stage, seed)
-    features = grid_features(encoder, images)
-    score = partial(finetune_scores, config, split=split)
-    if settings is None:
-        words = object_word_ids(data.vocabulary, synonym_table(config).category_of)
-        return caution_sweep(
+        data = steps.load_data(config, progress=False)
+        image_ids = steps.split_of(data, split).image_ids
+        images = split_images(config, split)
+        model, encoder = _checkpoint(config, stage, seed)
+        features = grid_features(encoder, images)
+        score = partial(finetune_scores, config, split=split)
+        if settings is None:
+            words = object_word_ids(data.vocabulary, synonym_table(config).category_of)
+            return caution_sweep(
+                model,
+                features,
+                image_ids,
+                data.vocabulary,
+                words,
+                score,
+                penalties,
+                FINETUNE_BEAM_SIZE,
+                config.training.max_length,
+            )
+        contrast = VisualContrast(
+            contrast_features(
+                encoder, images, replace(settings, noise_seed=settings.noise_seed + seed)
+            ),
+            settings.alpha,
+            settings.beta,
+        )
+        captions = caption_features(
             model,
             features,
             image_ids,
             data.vocabulary,
-            words,
-            score,
-            penalties,
             FINETUNE_BEAM_SIZE,
             config.training.max_length,
+            contrast=contrast,
         )
-    contrast = VisualContrast(
-        contrast_features(
-            encoder, images, replace(settings, noise_seed=settings.noise_seed + seed)
-        ),
-        settings.alpha,
-        settings.beta,
-    )
-    captions = caption_features(
-        model,
-        features,
-        image_ids,
-        data.vocabulary,
-        FINETUNE_BEAM_SIZE,
-        config.training.max_length,
-        contrast=contrast,
-    )
-    return [score(captions)]
+        return [score(captions)]
 
 
 def caution_frontier(

@@ -84,7 +84,6 @@ STEP_SOURCES: dict[str, list[str]] = {
         "captionlib.studies:caution_frontier",
         "captionlib.studies:_checkpoint",
         "captionlib.studies:_frontier_task",
-        "captionlib.studies:_frontier_points",
         "captionlib.studies:contrast_features",
         "captionlib.studies:ContrastSettings",
         "captionlib.studies:grid_features",
