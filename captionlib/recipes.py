@@ -17,6 +17,7 @@ they measure. Nothing here trains, decodes or evaluates by itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cache
 from typing import Any, NamedTuple
@@ -137,8 +138,17 @@ def new_captioner(kind: str, vocab_size: int, feature_dim: int) -> Captioner:
 
 
 def trained_captioner(kind: str, seed: int = 0, progress: bool = True) -> TrainedCaptioner:
-    """Build-or-load the book's captioner `kind` ("adaptive" or "multihead")."""
+    """Build-or-load the book's captioner `kind` ("adaptive" or "multihead") trained with
+    `seed`."""
     return steps.captioner(_seeded(kind, seed), progress=progress)
+
+
+def trained_captioners(
+    kind: str, seeds: Sequence[int], progress: bool = True
+) -> list[TrainedCaptioner]:
+    """Build-or-load the book's captioner `kind` for each training seed, the missing ones
+    trained two at a time, one CPU thread each (chapters 3 and 4)."""
+    return steps.captioners([_seeded(kind, seed) for seed in seeds], progress=progress)
 
 
 class CaptionerEvaluation(NamedTuple):
@@ -212,8 +222,9 @@ def finetune_config(method: str, seed: int) -> FinetuneConfig:
 
 
 def finetune_key(kind: str, method: str, seed: int) -> dict[str, Any]:
-    """Artifact key: the seed-0 cross-entropy captioner's key plus the fine-tuning config."""
-    return steps.finetune_key(book_config(kind), finetune_config(method, seed))
+    """Artifact key: the seed-`seed` cross-entropy captioner's key plus the fine-tuning
+    config."""
+    return steps.finetune_key(_seeded(kind, seed), finetune_config(method, seed))
 
 
 def finetuned_captioner(
@@ -221,10 +232,11 @@ def finetuned_captioner(
 ) -> FinetunedCaptioner:
     """Build-or-load captioner `kind` fine-tuned with `method` ("lrp" or "control").
 
-    Every run starts from the same seed-0 cross-entropy checkpoint and the pretrained
-    encoder; `seed` sets the data order, the caption drawn per image and dropout.
+    Seed s starts from the cross-entropy captioner trained with seed s and the pretrained
+    encoder, and fine-tunes with seed s (data order, the caption drawn per image, dropout),
+    so the spread over seeds covers training and fine-tuning.
     """
-    return steps.finetuned(book_config(kind), method, seed, progress)
+    return steps.finetuned(_seeded(kind, seed), method, seed, progress)
 
 
 def caption_split(
@@ -241,17 +253,18 @@ def finetune_scores(captions: dict[int, str], split_name: str) -> dict[str, floa
 
 def finetuning_results(progress: bool = True) -> FinetuningResults:
     """Build-or-load before / control / LRP-IFT scores of both captioners on the test and
-    shifted splits, for every seed in FINETUNE_SEEDS (beam 3; chapter 11)."""
-    configs = {kind: book_config(kind) for kind in CAPTIONER_KINDS}
-    return studies.finetuning_results(configs, FINETUNE_SEEDS, FINETUNE_SPLITS, progress)
+    shifted splits, for every seed in FINETUNE_SEEDS: seed s trains the cross-entropy
+    captioner and fine-tunes it (beam 3; chapter 11)."""
+    configs = {kind: [_seeded(kind, seed) for seed in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
+    return studies.finetuning_results(configs, FINETUNE_SEEDS, FINETUNE_SPLITS, progress=progress)
 
 
 def caution_frontier(progress: bool = True) -> FrontierStudy:
     """Build-or-load chapter 11's caution sweeps (λ in `CAUTION_PENALTIES`) of both
-    captioners' cross-entropy checkpoint and their control runs, and visual contrastive
+    captioners' cross-entropy checkpoints and their control runs, and visual contrastive
     decoding (`studies.ContrastSettings`' defaults), seed for seed with
     `finetuning_results`, on the test and shifted splits."""
-    configs = {kind: [book_config(kind)] * len(FINETUNE_SEEDS) for kind in CAPTIONER_KINDS}
+    configs = {kind: [_seeded(kind, seed) for seed in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
     return studies.caution_frontier(
         configs, FINETUNE_SEEDS, FINETUNE_SPLITS, CAUTION_PENALTIES, progress=progress
     )

@@ -19,10 +19,14 @@ builds data, encoder and features while the others wait; all processes train tog
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +74,14 @@ from captionlib.models.encoder import MultiLabelHead, SmallVGG, vgg16_features
 from captionlib.models.multihead import MultiHeadCaptioner
 from captionlib.runconfig import RunConfig
 from captionlib.train import TrainHistory, pretrain_encoder, train_captioner
-from captionlib.utils import die_with_parent, seed_everything, select_device
+from captionlib.utils import die_with_parent, seed_everything, select_device, torch_threads
 
 STEP_VERSIONS: dict[str, int] = {
     "prepared": 1,
     "encoder": 1,
     "features": 1,
-    "captioner": 2,  # 2: batched beam search, decoding-time options (same numbers)
-    "finetuned": 2,  # also versions chapter 11's results (captionlib.studies)
+    "captioner": 3,  # 3: training.threads pinned on the CPU (2: batched beam search)
+    "finetuned": 3,  # also versions chapter 11's results (3: one training seed per run)
     "diagnosis": 3,  # chapter 10 (captionlib.studies.diagnosis)
     "frontier": 1,  # chapter 11 (captionlib.studies.caution_frontier)
     "explanations": STUDY_VERSION,  # chapter 9 (set in captionlib.evaluate.explanation_study)
@@ -584,7 +588,9 @@ def captioner(
     resume = path.parent / f"{path.name}.resume" / "train_state.pt"
 
     def build(folder: Path | None) -> None:
-        _train(config, data, context, folder, resume, progress)
+        threads = config.training.threads if context.device.type == "cpu" else None
+        with torch_threads(threads) if threads else contextlib.nullcontext():
+            _train(config, data, context, folder, resume, progress)
 
     if not context.enabled:
         cached("captioner", key, build)
@@ -601,6 +607,48 @@ def captioner(
     model = load_captioner(path, config, data.vocabulary)
     history = TrainHistory(**json.loads((path / "history.json").read_text()))
     return TrainedCaptioner(model, data.vocabulary, history, config.captioner.kind, path, key)
+
+
+def _published_captioner(config: RunConfig) -> str:
+    """Build-or-load one captioner without progress bars, with one thread throughout (a
+    forked child must not start the thread pool its parent used); its artifact folder (a
+    worker's result in `captioners`)."""
+    with torch_threads(1):
+        return str(captioner(config, progress=False).folder)
+
+
+def captioners(
+    configs: Sequence[RunConfig], processes: int = 2, progress: bool = True
+) -> list[TrainedCaptioner]:
+    """Build-or-load several captioners (training seeds, say; chapters 3, 4 and 11), the
+    missing ones trained side by side in `processes` forked single-process workers when they
+    all train on the CPU with `training.threads` = 1, on Linux. The artifacts are those
+    `captioner` builds one at a time (same keys, same weights); otherwise it builds them so."""
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    missing: dict[str, RunConfig] = {}
+    for config in configs:
+        path = artifact_path("captioner", captioner_key(config))
+        if not is_complete(path):
+            missing.setdefault(str(path), config)
+    for config in missing.values():  # data and features once, before any worker starts
+        load_data(config, progress)
+        for split in ("train", "val"):
+            split_features(config, split, progress=progress)
+    side_by_side = all(
+        config.training.threads == 1 and single_process(config).device.type == "cpu"
+        for config in missing.values()
+    )
+    if side_by_side and len(missing) > 1 and processes > 1 and sys.platform == "linux":
+        # forked workers: nothing re-imports the caller's script (as spawn would)
+        with ProcessPoolExecutor(
+            min(processes, len(missing)),
+            mp_context=get_context("fork"),
+            initializer=die_with_parent,
+        ) as pool:
+            for future in [pool.submit(_published_captioner, c) for c in missing.values()]:
+                future.result()
+    return [captioner(config, progress=progress) for config in configs]
 
 
 def score_split(

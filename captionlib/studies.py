@@ -280,7 +280,7 @@ def finetune_scores(config: RunConfig, captions: dict[int, str], split: str) -> 
 class FinetuningResults:
     """Chapter 11's measurements, all from the store.
 
-    scores[kind][stage][split]: one dict of metrics per seed ("before": one entry, the
+    scores[kind][stage][split]: one dict of metrics per seed (for "before", the seed's
     cross-entropy checkpoint); captions the same way (image id → caption);
     seconds[kind][method]: fine-tuning seconds per seed.
     """
@@ -293,19 +293,29 @@ class FinetuningResults:
 
 
 def finetuning_results(
-    configs: Mapping[str, RunConfig],
+    configs: Mapping[str, Sequence[RunConfig]],
     seeds: Sequence[int],
     splits: Sequence[str],
+    processes: int = 2,
     progress: bool = True,
 ) -> FinetuningResults:
-    """Build-or-load before / control / LRP-IFT scores of each captioner (name → config) on
-    `splits`, for every fine-tuning seed (beam 3; chapter 11). The configs share their
-    fine-tuning settings; the results are versioned with the fine-tuning step."""
-    first = next(iter(configs.values()))
-    if any(config.finetune != first.finetune for config in configs.values()):
+    """Build-or-load before / control / LRP-IFT scores of each captioner (name → one config
+    per seed: the i-th config's cross-entropy captioner, fine-tuned with seeds[i]) on
+    `splits` (beam 3; chapter 11). Missing cross-entropy captioners are trained first, side
+    by side in `processes` workers (`steps.captioners`). The configs share their fine-tuning
+    settings; the results are versioned with the fine-tuning step."""
+    seeded_configs = [config for seeded in configs.values() for config in seeded]
+    first = seeded_configs[0]
+    if any(config.finetune != first.finetune for config in seeded_configs):
         raise ValueError("the captioners' configs must share their finetune settings")
+    for name, seeded in configs.items():
+        if len(seeded) != len(seeds):
+            raise ValueError(f"configs[{name!r}] has {len(seeded)} configs for {len(seeds)} seeds")
     key = {
-        "captioners": {name: steps.captioner_key(config) for name, config in configs.items()},
+        "captioners": {
+            name: [steps.captioner_key(config) for config in seeded]
+            for name, seeded in configs.items()
+        },
         "finetune": first.finetune.as_dict(),
         "finetune_version": steps.STEP_VERSIONS["finetuned"],
         "seeds": list(seeds),
@@ -314,22 +324,32 @@ def finetuning_results(
     }
 
     def build(folder: Path) -> None:
+        steps.captioners(seeded_configs, processes, progress)
         scores: dict[str, Any] = {}
         captions: dict[str, Any] = {}
         seconds: dict[str, Any] = {}
-        for name, config in configs.items():
-            encoder = steps.encoder(config, progress=progress).encoder
-            runs = {"before": [(steps.captioner(config, progress=progress).model, encoder)]}
+        for name, seeded in configs.items():
+            runs: dict[str, list[tuple[Captioner, nn.Module]]] = {}
+            runs["before"] = [
+                (
+                    steps.captioner(config, progress=progress).model,
+                    steps.encoder(config, progress=progress).encoder,
+                )
+                for config in seeded
+            ]
             seconds[name] = {}
             for method in FINETUNE_STAGES[1:]:
-                tuned = [steps.finetuned(config, method, seed, progress) for seed in seeds]
+                tuned = [
+                    steps.finetuned(config, method, seed, progress)
+                    for config, seed in zip(seeded, seeds, strict=True)
+                ]
                 runs[method] = [(run.model, run.encoder) for run in tuned]
                 seconds[name][method] = [sum(run.history.seconds) for run in tuned]
             scores[name], captions[name] = {}, {}
             for stage, models in runs.items():
                 scores[name][stage] = {split: [] for split in splits}
                 captions[name][stage] = {split: [] for split in splits}
-                for model, model_encoder in models:
+                for (model, model_encoder), config in zip(models, seeded, strict=True):
                     for split in splits:
                         texts = caption_with(config, model, model_encoder, split)
                         captions[name][stage][split].append(texts)
@@ -510,6 +530,7 @@ def caution_frontier(
 
     def build(folder: Path) -> None:
         # every distinct (checkpoint, split, sweep or contrast) once, identified by its keys
+        steps.captioners([config for seeded in configs.values() for config in seeded], processes)
         tasks: dict[str, tuple] = {}
         slots: list[tuple[str, str, str, str]] = []  # (name, stage or "contrast", split, task)
         for name, seeded in configs.items():

@@ -37,9 +37,19 @@ class CaptionTrainConfig:
     val_beam_size: int = 3
     max_length: int = 20
     seed: int = 0
+    # PyTorch threads of training on the CPU: the summation order, hence the weights, depend
+    # on it, so it is a setting (and part of the captioner's key), not the machine's default
+    threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "val_beam_size", "max_length", "patience"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "val_beam_size",
+            "max_length",
+            "patience",
+            "threads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"CaptionTrainConfig.{name} must be >= 1")
         if self.lr <= 0 or self.grad_clip <= 0:

@@ -268,7 +268,7 @@ def fake_scores(lrp_chair: float):
 
     return {
         "adaptive": {
-            "before": {"shifted": [run(0.40, 0.0)]},
+            "before": {"shifted": [run(0.40, j) for j in (-0.02, 0.0, 0.02)]},
             "control": {"shifted": [run(0.30, j) for j in (-0.01, 0.0, 0.01)]},
             "lrp": {"shifted": [run(lrp_chair, j) for j in (-0.01, 0.0, 0.01)]},
         }
@@ -283,7 +283,9 @@ def test_statistics_table_and_statement_follow_the_numbers():
     assert mean == pytest.approx(0.30) and std == pytest.approx(0.02)
     table = results_table(stats, names={"adaptive": "A"}).to_markdown()
     assert "| A | shifted | LRP-IFT | 0.400 ± 0.000 |" in table
-    assert "| A | shifted | before | 0.400 | 1.000 |" in table
+    # every stage has one run per seed, the checkpoint before fine-tuning too
+    assert "| A | shifted | before | 0.400 ± 0.000 | 1.000 ± 0.000 | 0.900 ± 0.000 |" in table
+    assert stats["adaptive"]["shifted"]["before"]["CHAIRs"] == pytest.approx((0.40, 0.04))
     names = {"adaptive": "captioner A"}
     better = finetune_statement(stats, names=names)  # a winner
     assert better == (

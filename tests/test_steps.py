@@ -70,7 +70,12 @@ def test_speed_only_settings_are_not_in_any_key_and_results_settings_are() -> No
     for key in (steps.data_key, steps.encoder_key, steps.captioner_key):
         assert key(base) == key(speed), key.__name__
     assert steps.features_key(base, {}, "train") == steps.features_key(speed, {}, "train")
-    for changed in ("training.lr=0.1", "encoder.channels=[8, 16, 16]", "data.min_word_count=3"):
+    for changed in (
+        "training.lr=0.1",
+        "training.threads=2",
+        "encoder.channels=[8, 16, 16]",
+        "data.min_word_count=3",
+    ):
         assert steps.captioner_key(_tiny(changed)) != steps.captioner_key(base), changed
     assert steps.encoder_key(_tiny("encoder.pretraining.epochs=2")) != steps.encoder_key(base)
     assert steps.captioner_key(base, processes=2) != steps.captioner_key(base)

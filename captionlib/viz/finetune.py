@@ -228,10 +228,8 @@ def results_table(
     digits: int = 3,
     names: Mapping[str, str] | None = None,
 ) -> Table:
-    """One row per (captioner, split, stage), cells "mean ± std" over seeds.
-
-    A stage measured once (the checkpoint before fine-tuning) shows its single value.
-    """
+    """One row per (captioner, split, stage), cells "mean ± std" over seeds (chapter 11:
+    every stage, the cross-entropy checkpoint too, has one run per training seed)."""
     names = names or {}
     rows = []
     for kind, splits in stats.items():
@@ -240,10 +238,7 @@ def results_table(
                 cells = []
                 for metric in metrics:
                     mean, std = row[metric]
-                    cell = f"{mean:.{digits}f}"
-                    if stage != "before":
-                        cell += f" ± {std:.{digits}f}"
-                    cells.append(cell)
+                    cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
                 label = STAGE_NAMES.get(stage, stage)
                 rows.append([names.get(kind, kind), split, label, *cells])
     align = ["l", "l", "l", *("r" for _ in metrics)]
