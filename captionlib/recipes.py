@@ -147,7 +147,7 @@ def trained_captioners(
     kind: str, seeds: Sequence[int], progress: bool = True
 ) -> list[TrainedCaptioner]:
     """Build-or-load the book's captioner `kind` for each training seed, the missing ones
-    trained two at a time, one CPU thread each (chapters 3 and 4)."""
+    trained two at a time, one CPU thread each (on the CPU, on Linux; chapters 3 and 4)."""
     return steps.captioners([_seeded(kind, seed) for seed in seeds], progress=progress)
 
 
@@ -214,6 +214,15 @@ def hallucination_diagnosis(
 FINETUNE_SEEDS = (0, 1, 2)
 FINETUNE_STAGES = ("before", "control", "lrp")
 FINETUNE_SPLITS = ("test", "shifted")
+
+
+def finetune_checkpoints(progress: bool = True) -> dict[str, list[TrainedCaptioner]]:
+    """Build-or-load the cross-entropy captioner of each kind for every seed in
+    FINETUNE_SEEDS, the ones fine-tuning starts from (chapter 11); the missing ones are
+    trained two at a time (`steps.captioners`)."""
+    configs = [_seeded(kind, seed) for kind in CAPTIONER_KINDS for seed in FINETUNE_SEEDS]
+    trained = iter(steps.captioners(configs, progress=progress))
+    return {kind: [next(trained) for _ in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
 
 
 def finetune_config(method: str, seed: int) -> FinetuneConfig:

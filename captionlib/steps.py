@@ -24,7 +24,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -578,8 +578,9 @@ def captioner(
     config: RunConfig, context: DistContext | None = None, progress: bool = True
 ) -> TrainedCaptioner:
     """Build-or-load the run's captioner, trained on frozen-encoder features with the best
-    validation-CIDEr epoch kept (chapters 3, 4, 12). A killed training run resumes from its
-    last finished epoch (`<artifact>.resume/train_state.pt`, removed once it is published)."""
+    validation-CIDEr epoch kept (chapters 3, 4, 12); on the CPU, training runs with
+    `training.threads` PyTorch threads. A killed training run resumes from its last finished
+    epoch (`<artifact>.resume/train_state.pt`, removed once it is published)."""
     context = context or single_process(config)
     with main_first(context):
         data = load_data(config, progress and context.is_main)
@@ -588,8 +589,10 @@ def captioner(
     resume = path.parent / f"{path.name}.resume" / "train_state.pt"
 
     def build(folder: Path | None) -> None:
-        threads = config.training.threads if context.device.type == "cpu" else None
-        with torch_threads(threads) if threads else contextlib.nullcontext():
+        for split in ("train", "val"):  # the encoder and features keep the caller's threads
+            split_features(config, split, context, progress)
+        threads: int | None = config.training.threads if context.device.type == "cpu" else None
+        with torch_threads(threads) if threads is not None else contextlib.nullcontext():
             _train(config, data, context, folder, resume, progress)
 
     if not context.enabled:
@@ -609,21 +612,22 @@ def captioner(
     return TrainedCaptioner(model, data.vocabulary, history, config.captioner.kind, path, key)
 
 
-def _published_captioner(config: RunConfig) -> str:
-    """Build-or-load one captioner without progress bars, with one thread throughout (a
-    forked child must not start the thread pool its parent used); its artifact folder (a
-    worker's result in `captioners`)."""
+def _train_in_worker(config: RunConfig) -> None:
+    """Build one captioner in a forked worker of `captioners`, with one thread throughout (a
+    forked child must not start the thread pool its parent used) and no progress bars."""
     with torch_threads(1):
-        return str(captioner(config, progress=False).folder)
+        captioner(config, progress=False)
 
 
 def captioners(
     configs: Sequence[RunConfig], processes: int = 2, progress: bool = True
 ) -> list[TrainedCaptioner]:
     """Build-or-load several captioners (training seeds, say; chapters 3, 4 and 11), the
-    missing ones trained side by side in `processes` forked single-process workers when they
-    all train on the CPU with `training.threads` = 1, on Linux. The artifacts are those
-    `captioner` builds one at a time (same keys, same weights); otherwise it builds them so."""
+    missing ones trained side by side in `processes` forked one-thread workers when they all
+    train on the CPU with `training.threads` = 1, on Linux; otherwise one at a time. The
+    artifacts are those `captioner` builds one at a time (same keys, same weights). Workers
+    show no progress bars; when one fails, the queued trainings are cancelled, the running
+    ones finish, and the error is raised."""
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     missing: dict[str, RunConfig] = {}
@@ -646,8 +650,13 @@ def captioners(
             mp_context=get_context("fork"),
             initializer=die_with_parent,
         ) as pool:
-            for future in [pool.submit(_published_captioner, c) for c in missing.values()]:
-                future.result()
+            futures = [pool.submit(_train_in_worker, config) for config in missing.values()]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return [captioner(config, progress=progress) for config in configs]
 
 

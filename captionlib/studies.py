@@ -412,7 +412,7 @@ class FrontierStudy:
 
     sweeps[kind][stage][split]: per seed, one metrics dict per λ of `penalties` (stage in
     FRONTIER_STAGES); contrast[kind][split]: per seed, the metrics of visual contrastive
-    decoding on the cross-entropy checkpoint.
+    decoding on that seed's cross-entropy checkpoint.
     """
 
     sweeps: dict[str, dict[str, dict[str, list[list[dict[str, float]]]]]]
@@ -530,7 +530,8 @@ def caution_frontier(
 
     def build(folder: Path) -> None:
         # every distinct (checkpoint, split, sweep or contrast) once, identified by its keys
-        steps.captioners([config for seeded in configs.values() for config in seeded], processes)
+        checkpoints = [config for seeded in configs.values() for config in seeded]
+        steps.captioners(checkpoints, processes, progress)
         tasks: dict[str, tuple] = {}
         slots: list[tuple[str, str, str, str]] = []  # (name, stage or "contrast", split, task)
         for name, seeded in configs.items():

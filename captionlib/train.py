@@ -37,8 +37,9 @@ class CaptionTrainConfig:
     val_beam_size: int = 3
     max_length: int = 20
     seed: int = 0
-    # PyTorch threads of training on the CPU: the summation order, hence the weights, depend
-    # on it, so it is a setting (and part of the captioner's key), not the machine's default
+    # PyTorch threads of training on the CPU (applied by steps.captioner): the summation
+    # order, hence the weights, depend on it, so it is a setting and part of the captioner's
+    # key, not the machine's default
     threads: int = 1
 
     def __post_init__(self) -> None:

@@ -48,6 +48,7 @@ CAPTIONER = [
     "captionlib.models.adaptive",
     "captionlib.models.multihead",
     "captionlib.models.decoding",
+    "captionlib.utils:torch_threads",
     "captionlib.data.coco:CaptionDataset",
     "captionlib.data.coco:collate_captions",
     "captionlib.distributed:distributed_loader",

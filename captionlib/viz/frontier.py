@@ -104,9 +104,10 @@ def frontier_figure(
                 drawn = set()
                 for run in runs[split]:
                     recall = tuple(point["recall"] for point in run)
-                    if recall in drawn:  # the same checkpoint listed for several seeds
+                    curve = (recall, tuple(point[metric] for point in run))
+                    if curve in drawn:  # the same checkpoint listed for several seeds
                         continue
-                    drawn.add(recall)
+                    drawn.add(curve)
                     (line,) = ax.plot(
                         recall,
                         [point[metric] for point in run],
