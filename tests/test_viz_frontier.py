@@ -58,7 +58,7 @@ def test_comparisons_table_and_statement_say_where_each_method_lies() -> None:
     assert "contrastive decoding reaches recall 0.600 ± 0.000" in text
     assert "below the caution frontier" in text
     rows = frontier_table(found, names=names).to_markdown()
-    assert "| captioner A | shifted | LRP-IFT | 0.400 ± 0.000 | 0.100 ± 0.010 |" in rows
+    assert "| captioner A, shifted | LRP-IFT | 0.400 ± 0.000 | 0.100 ± 0.010 |" in rows
     on = frontier_statement(frontier_comparisons(*_study([0.19, 0.22, 0.20])), names=names)
     assert on.startswith("On the shifted split LRP-IFT buys nothing that caution alone does not")
     assert "on the caution frontier: within the seed spread" in on

@@ -33,6 +33,7 @@ Scores = Mapping[str, Mapping[str, Mapping[str, Points]]]  # kind → stage → 
 Contrast = Mapping[str, Mapping[str, Points]]  # kind → split → seeds
 
 COMPARED = {"lrp": "LRP-IFT", "contrast": "contrastive decoding"}
+TABLE_LABELS = {"lrp": "LRP-IFT", "contrast": "VCD"}  # short: the table has seven columns
 POINT_COLOURS = {"before": "black", **METHOD_COLOURS, "contrast": "tab:purple"}
 POINT_MARKERS = {"before": "s", "control": "o", "lrp": "D", "contrast": "^"}
 CURVE_COLOURS = {"before": "0.45", "control": "tab:cyan"}
@@ -159,9 +160,10 @@ def frontier_table(
     digits: int = 3,
     metric: str = "CHAIRs",
 ) -> Table:
-    """One row per (captioner, split, method): its recall and `metric`, caution's `metric`
-    at the same recall (linear between sweep points), the gap (caution minus method), all
-    mean ± std over seeds, and where the method lies against the frontier."""
+    """One row per (captioner, split, method; VCD: visual contrastive decoding): its recall
+    and `metric`, caution's `metric` at the same recall (linear between sweep points), the gap
+    (caution minus method), all mean ± std over seeds, and where the method lies against the
+    frontier."""
     names = names or {}
     rows = []
     for kind, splits in found.items():
@@ -169,9 +171,8 @@ def frontier_table(
             for method, comparison in methods.items():
                 rows.append(
                     [
-                        names.get(kind, kind),
-                        split,
-                        COMPARED.get(method, method),
+                        f"{names.get(kind, kind)}, {split}",
+                        TABLE_LABELS.get(method, method),
                         _value(comparison.recall, digits),
                         _value(comparison.chair, digits),
                         _value(comparison.frontier_chair, digits),
@@ -180,8 +181,7 @@ def frontier_table(
                     ]
                 )
     header = [
-        "captioner",
-        "split",
+        "captioner, split",
         "method",
         "recall",
         metric,
@@ -189,7 +189,7 @@ def frontier_table(
         "gap",
         "against the frontier",
     ]
-    return Table(header, rows, align=["l", "l", "l", "r", "r", "r", "r", "l"])
+    return Table(header, rows, align=["l", "l", "r", "r", "r", "r", "l"])
 
 
 def _comparison_clause(
