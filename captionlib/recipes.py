@@ -216,13 +216,20 @@ FINETUNE_STAGES = ("before", "control", "lrp")
 FINETUNE_SPLITS = ("test", "shifted")
 
 
+def _finetune_configs() -> dict[str, list[RunConfig]]:
+    """kind → the book's config of each seed in FINETUNE_SEEDS (chapter 11's runs)."""
+    return {kind: [_seeded(kind, seed) for seed in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
+
+
 def finetune_checkpoints(progress: bool = True) -> dict[str, list[TrainedCaptioner]]:
     """Build-or-load the cross-entropy captioner of each kind for every seed in
     FINETUNE_SEEDS, the ones fine-tuning starts from (chapter 11); the missing ones are
     trained two at a time (`steps.captioners`)."""
-    configs = [_seeded(kind, seed) for kind in CAPTIONER_KINDS for seed in FINETUNE_SEEDS]
-    trained = iter(steps.captioners(configs, progress=progress))
-    return {kind: [next(trained) for _ in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
+    configs = _finetune_configs()
+    trained = iter(
+        steps.captioners([c for seeded in configs.values() for c in seeded], progress=progress)
+    )
+    return {kind: [next(trained) for _ in seeded] for kind, seeded in configs.items()}
 
 
 def finetune_config(method: str, seed: int) -> FinetuneConfig:
@@ -264,8 +271,9 @@ def finetuning_results(progress: bool = True) -> FinetuningResults:
     """Build-or-load before / control / LRP-IFT scores of both captioners on the test and
     shifted splits, for every seed in FINETUNE_SEEDS: seed s trains the cross-entropy
     captioner and fine-tunes it (beam 3; chapter 11)."""
-    configs = {kind: [_seeded(kind, seed) for seed in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
-    return studies.finetuning_results(configs, FINETUNE_SEEDS, FINETUNE_SPLITS, progress=progress)
+    return studies.finetuning_results(
+        _finetune_configs(), FINETUNE_SEEDS, FINETUNE_SPLITS, progress=progress
+    )
 
 
 def caution_frontier(progress: bool = True) -> FrontierStudy:
@@ -273,9 +281,8 @@ def caution_frontier(progress: bool = True) -> FrontierStudy:
     captioners' cross-entropy checkpoints and their control runs, and visual contrastive
     decoding (`studies.ContrastSettings`' defaults), seed for seed with
     `finetuning_results`, on the test and shifted splits."""
-    configs = {kind: [_seeded(kind, seed) for seed in FINETUNE_SEEDS] for kind in CAPTIONER_KINDS}
     return studies.caution_frontier(
-        configs, FINETUNE_SEEDS, FINETUNE_SPLITS, CAUTION_PENALTIES, progress=progress
+        _finetune_configs(), FINETUNE_SEEDS, FINETUNE_SPLITS, CAUTION_PENALTIES, progress=progress
     )
 
 

@@ -497,14 +497,15 @@ def _train(
     config: RunConfig,
     data: PreparedData,
     context: DistContext,
+    stores: tuple[MemmapFeatures, MemmapFeatures],
     folder: Path | None,
     resume: Path,
     progress: bool,
 ) -> None:
-    """Train the captioner on frozen-encoder features; rank 0 writes it into `folder`."""
+    """Train the captioner on frozen-encoder features (`stores`: the train and val split's);
+    rank 0 writes it into `folder`."""
     show = progress and context.is_main
-    train_store = split_features(config, "train", context, progress)
-    val_store = split_features(config, "val", context, progress)
+    train_store, val_store = stores
     training = config.training
     dataset = CaptionDataset(
         data.splits["train"],
@@ -589,11 +590,14 @@ def captioner(
     resume = path.parent / f"{path.name}.resume" / "train_state.pt"
 
     def build(folder: Path | None) -> None:
-        for split in ("train", "val"):  # the encoder and features keep the caller's threads
-            split_features(config, split, context, progress)
+        # the encoder and features keep the caller's threads; training runs with its own
+        stores = (
+            split_features(config, "train", context, progress),
+            split_features(config, "val", context, progress),
+        )
         threads: int | None = config.training.threads if context.device.type == "cpu" else None
         with torch_threads(threads) if threads is not None else contextlib.nullcontext():
-            _train(config, data, context, folder, resume, progress)
+            _train(config, data, context, stores, folder, resume, progress)
 
     if not context.enabled:
         cached("captioner", key, build)

@@ -324,17 +324,14 @@ def finetuning_results(
     }
 
     def build(folder: Path) -> None:
-        steps.captioners(seeded_configs, processes, progress)
+        trained = iter(steps.captioners(seeded_configs, processes, progress))
         scores: dict[str, Any] = {}
         captions: dict[str, Any] = {}
         seconds: dict[str, Any] = {}
         for name, seeded in configs.items():
             runs: dict[str, list[tuple[Captioner, nn.Module]]] = {}
             runs["before"] = [
-                (
-                    steps.captioner(config, progress=progress).model,
-                    steps.encoder(config, progress=progress).encoder,
-                )
+                (next(trained).model, steps.encoder(config, progress=progress).encoder)
                 for config in seeded
             ]
             seconds[name] = {}
